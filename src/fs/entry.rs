@@ -1,0 +1,148 @@
+//! The filesystem-neutral entry model shared by every filesystem codec.
+//!
+//! Readers (ext, squashfs, tar) produce a stream of [`Entry`] values through
+//! [`EntrySource`]; writers (squashfs, tar) consume one. Streaming is the point: sealing a
+//! multi-gigabyte overlay must never unpack it to disk or hold file contents in memory.
+//!
+//! Conventions every codec follows:
+//! - Paths are relative byte strings with `/` separators and no leading `/` or `./`;
+//!   the root directory is the empty path and, where the format has one, comes first.
+//! - Readers of real filesystems (ext, squashfs) yield a directory before its children
+//!   (pre-order) and siblings in bytewise name order, so output is stable.
+//! - A file with several names is yielded once as a regular entry; each later name is a
+//!   [`EntryKind::HardLink`] whose target is the path yielded first (the tar model, which
+//!   a single pass can produce and consume).
+//! - Whiteouts are not special here: an OverlayFS deletion is a 0/0 character device, an
+//!   opaque directory carries the `trusted.overlay.opaque` xattr, and an AUFS marker is a
+//!   regular file named `.wh.*`. `fs::whiteout` converts between the forms.
+
+use std::io::Read;
+
+use crate::error::Result;
+
+/// What kind of filesystem object an entry is, with the data that only that kind has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    Directory,
+    /// A regular file of `size` bytes; its bytes come from [`EntrySource::read_content`].
+    File { size: u64 },
+    Symlink { target: Vec<u8> },
+    CharDevice { major: u32, minor: u32 },
+    BlockDevice { major: u32, minor: u32 },
+    Fifo,
+    Socket,
+    /// Another name for the entry previously yielded at `target`.
+    HardLink { target: Vec<u8> },
+}
+
+/// One extended attribute; the name includes its namespace (`user.foo`, `trusted.overlay.opaque`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Xattr {
+    pub name: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+/// Metadata common to every kind. For a [`EntryKind::HardLink`] it repeats the target's.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Metadata {
+    /// Permission bits including setuid, setgid and sticky (`mode & 0o7777`); never the type bits.
+    pub permissions: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Modification time, seconds since the epoch (may be negative or beyond 2038).
+    pub mtime: i64,
+    /// Nanoseconds part of the modification time, where the format stores one.
+    pub mtime_nsec: u32,
+    /// Extended attributes sorted by name.
+    pub xattrs: Vec<Xattr>,
+}
+
+/// One filesystem object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub path: Vec<u8>,
+    pub kind: EntryKind,
+    pub metadata: Metadata,
+}
+
+impl Entry {
+    /// The last path component (empty for the root).
+    pub fn name(&self) -> &[u8] {
+        match self.path.iter().rposition(|&b| b == b'/') {
+            Some(i) => &self.path[i + 1..],
+            None => &self.path,
+        }
+    }
+
+    /// The parent directory's path (empty for top-level entries and the root).
+    pub fn parent(&self) -> &[u8] {
+        match self.path.iter().rposition(|&b| b == b'/') {
+            Some(i) => &self.path[..i],
+            None => &[],
+        }
+    }
+
+    /// The path for messages: lossy UTF-8, `/` for the root.
+    pub fn display_path(&self) -> String {
+        display_path(&self.path)
+    }
+}
+
+/// A path for error messages and listings: lossy UTF-8 with a leading `/`.
+pub fn display_path(path: &[u8]) -> String {
+    format!("/{}", String::from_utf8_lossy(path))
+}
+
+/// A stream of entries, read one at a time.
+///
+/// Call [`next_entry`](Self::next_entry) to advance; while the current entry is a regular
+/// file, [`read_content`](Self::read_content) gives its bytes. Content not read before the
+/// next call to `next_entry` is skipped.
+pub trait EntrySource {
+    fn next_entry(&mut self) -> Result<Option<Entry>>;
+
+    /// The content of the current entry, which must be a [`EntryKind::File`]. Exactly
+    /// `size` bytes; a reader yields zeros for holes in sparse files.
+    fn read_content(&mut self) -> Result<Box<dyn Read + '_>>;
+}
+
+/// A sink that consumes entries, e.g. a squashfs or tar writer.
+pub trait EntrySink {
+    /// Add one entry; for a [`EntryKind::File`], `content` yields exactly `size` bytes.
+    fn add_entry(&mut self, entry: &Entry, content: Option<&mut dyn Read>) -> Result<()>;
+}
+
+/// Copy every entry of `source` into `sink`, in order.
+pub fn copy_entries(source: &mut dyn EntrySource, sink: &mut dyn EntrySink) -> Result<u64> {
+    let mut count = 0;
+    while let Some(entry) = source.next_entry()? {
+        if matches!(entry.kind, EntryKind::File { .. }) {
+            let mut content = source.read_content()?;
+            sink.add_entry(&entry, Some(&mut content))?;
+        } else {
+            sink.add_entry(&entry, None)?;
+        }
+        count += 1;
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_and_parent_split_on_the_last_slash() {
+        let e = Entry {
+            path: b"a/b/c".to_vec(),
+            kind: EntryKind::Directory,
+            metadata: Metadata::default(),
+        };
+        assert_eq!(e.name(), b"c");
+        assert_eq!(e.parent(), b"a/b");
+        let root = Entry { path: vec![], ..e.clone() };
+        assert_eq!(root.name(), b"");
+        assert_eq!(root.parent(), b"");
+        assert_eq!(root.display_path(), "/");
+    }
+}

@@ -1,0 +1,1 @@
+//! Read-only ext2/3/4 reader (issue 4).

@@ -1,0 +1,1 @@
+//! Squashfs 4.0 writer and reader (issue 5).

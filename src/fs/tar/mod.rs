@@ -1,0 +1,1 @@
+//! Tar layer writer and reader (issue 6).

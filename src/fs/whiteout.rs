@@ -1,0 +1,1 @@
+//! Whiteout model: OverlayFS and AUFS forms (issue 6).

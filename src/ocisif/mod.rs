@@ -1,0 +1,1 @@
+//! The OCI image layout stored inside a SIF (issue 3).

@@ -1,0 +1,1 @@
+//! Operations as plain functions: add, reconcile, inspect, verify, seal.

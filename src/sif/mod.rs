@@ -1,0 +1,1 @@
+//! The SIF container codec (issue 2): header, descriptors, objects. No OCI knowledge.

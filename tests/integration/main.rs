@@ -1,0 +1,11 @@
+//! One integration-test binary; each module covers one part of sifovl.
+
+mod util;
+
+mod ext;
+mod ocisif;
+mod seal;
+mod sif;
+mod squashfs;
+mod tar;
+mod whiteout;
