@@ -38,7 +38,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into(), source: None }
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
     }
 
     pub fn malformed(message: impl Into<String>) -> Self {
@@ -59,7 +63,11 @@ impl Error {
 
     /// An I/O failure while doing `what` (e.g. "reading descriptor table").
     pub fn io(what: impl Into<String>, source: io::Error) -> Self {
-        Error { kind: ErrorKind::Io, message: what.into(), source: Some(source) }
+        Error {
+            kind: ErrorKind::Io,
+            message: what.into(),
+            source: Some(source),
+        }
     }
 
     pub fn kind(&self) -> ErrorKind {
@@ -100,7 +108,11 @@ impl From<io::Error> for Error {
         } else {
             ErrorKind::Io
         };
-        Error { kind, message: "i/o".into(), source: Some(source) }
+        Error {
+            kind,
+            message: "i/o".into(),
+            source: Some(source),
+        }
     }
 }
 

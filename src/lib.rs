@@ -16,6 +16,7 @@
 
 pub mod error;
 pub mod fs;
+pub mod journal;
 pub mod oci;
 pub mod ocisif;
 pub mod ops;

@@ -25,14 +25,26 @@ use crate::error::Result;
 pub enum EntryKind {
     Directory,
     /// A regular file of `size` bytes; its bytes come from [`EntrySource::read_content`].
-    File { size: u64 },
-    Symlink { target: Vec<u8> },
-    CharDevice { major: u32, minor: u32 },
-    BlockDevice { major: u32, minor: u32 },
+    File {
+        size: u64,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
+    CharDevice {
+        major: u32,
+        minor: u32,
+    },
+    BlockDevice {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
     Socket,
     /// Another name for the entry previously yielded at `target`.
-    HardLink { target: Vec<u8> },
+    HardLink {
+        target: Vec<u8>,
+    },
 }
 
 /// One extended attribute; the name includes its namespace (`user.foo`, `trusted.overlay.opaque`).
@@ -140,7 +152,10 @@ mod tests {
         };
         assert_eq!(e.name(), b"c");
         assert_eq!(e.parent(), b"a/b");
-        let root = Entry { path: vec![], ..e.clone() };
+        let root = Entry {
+            path: vec![],
+            ..e.clone()
+        };
         assert_eq!(root.name(), b"");
         assert_eq!(root.parent(), b"");
         assert_eq!(root.display_path(), "/");

@@ -43,7 +43,11 @@ impl Digest {
                 "digest {text:?}: algorithm {algorithm:?} is not sha256"
             )));
         }
-        if hex_part.len() != 64 || !hex_part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if hex_part.len() != 64
+            || !hex_part
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Err(Error::malformed(format!(
                 "digest {text:?}: expected 64 lowercase hex digits"
             )));

@@ -98,7 +98,9 @@ mod tests {
     #[test]
     fn keeps_key_order_unknown_fields_and_number_spelling() {
         assert_eq!(
-            roundtrip(r#"{ "z": 1, "a": [1.50, 12345678901234567890, -0], "unknown": {"k": null, "b": true} }"#),
+            roundtrip(
+                r#"{ "z": 1, "a": [1.50, 12345678901234567890, -0], "unknown": {"k": null, "b": true} }"#
+            ),
             r#"{"z":1,"a":[1.50,12345678901234567890,-0],"unknown":{"k":null,"b":true}}"#
         );
     }
@@ -121,7 +123,10 @@ mod tests {
     #[test]
     fn broken_json_is_a_one_line_error_naming_the_blob() {
         let err = parse(b"{\"a\":", "config sha256:abc").unwrap_err();
-        assert!(err.to_string().starts_with("config sha256:abc: invalid JSON"));
+        assert!(
+            err.to_string()
+                .starts_with("config sha256:abc: invalid JSON")
+        );
         assert!(!err.to_string().contains('\n'));
     }
 }

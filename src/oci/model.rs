@@ -33,7 +33,11 @@ impl Descriptor {
         let obj = value
             .as_object()
             .ok_or_else(|| Error::malformed(format!("{what}: descriptor is not an object")))?;
-        let media_type = obj.get("mediaType").and_then(Value::as_str).unwrap_or("").to_string();
+        let media_type = obj
+            .get("mediaType")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let size = obj
             .get("size")
             .and_then(Value::as_u64)
@@ -43,7 +47,11 @@ impl Descriptor {
             .and_then(Value::as_str)
             .ok_or_else(|| Error::malformed(format!("{what}: descriptor has no digest")))?;
         let digest = Digest::parse(digest_text).map_err(|e| e.context(what))?;
-        Ok(Descriptor { media_type, size, digest })
+        Ok(Descriptor {
+            media_type,
+            size,
+            digest,
+        })
     }
 
     /// The exact form the reference writes for layers it creates: `{mediaType,size,digest}`.
@@ -80,7 +88,9 @@ pub struct IndexEntry {
 impl IndexEntry {
     /// A cosign signature or attestation image stored by tag name (`_cosign:sha256-….sig`).
     pub fn is_cosign(&self) -> bool {
-        self.ref_name.as_deref().is_some_and(|n| n.starts_with("_cosign"))
+        self.ref_name
+            .as_deref()
+            .is_some_and(|n| n.starts_with("_cosign"))
     }
 }
 
@@ -94,7 +104,9 @@ impl Index {
     pub fn parse(bytes: &[u8], what: &str) -> Result<Index> {
         let value = json::parse(bytes, what)?;
         if !value.is_object() {
-            return Err(Error::malformed(format!("{what}: index is not a JSON object")));
+            return Err(Error::malformed(format!(
+                "{what}: index is not a JSON object"
+            )));
         }
         Ok(Index { value })
     }
@@ -109,13 +121,18 @@ impl Index {
         list.iter()
             .enumerate()
             .map(|(position, v)| {
-                let descriptor = Descriptor::from_json(v, &format!("{what}: manifests[{position}]"))?;
+                let descriptor =
+                    Descriptor::from_json(v, &format!("{what}: manifests[{position}]"))?;
                 let ref_name = v
                     .get("annotations")
                     .and_then(|a| a.get(REF_NAME))
                     .and_then(Value::as_str)
                     .map(str::to_string);
-                Ok(IndexEntry { position, descriptor, ref_name })
+                Ok(IndexEntry {
+                    position,
+                    descriptor,
+                    ref_name,
+                })
             })
             .collect()
     }
@@ -203,15 +220,22 @@ impl Manifest {
 
     /// Point the config descriptor at a new config blob (other keys of it kept).
     pub fn set_config(&mut self, size: u64, digest: &Digest) {
-        let config = self.value["config"].as_object_mut().expect("checked at parse");
+        let config = self.value["config"]
+            .as_object_mut()
+            .expect("checked at parse");
         config.insert("size".into(), Value::from(size));
         config.insert("digest".into(), Value::from(digest.to_string()));
     }
 
     pub fn push_layer(&mut self, layer: &Descriptor) {
         let obj = self.value.as_object_mut().expect("checked at parse");
-        let layers = obj.entry("layers").or_insert_with(|| Value::Array(Vec::new()));
-        layers.as_array_mut().expect("checked at parse").push(layer.to_json());
+        let layers = obj
+            .entry("layers")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        layers
+            .as_array_mut()
+            .expect("checked at parse")
+            .push(layer.to_json());
     }
 
     /// Replace layer `index` by a descriptor of the reference's exact form.
@@ -221,7 +245,9 @@ impl Manifest {
 
     /// Only the digest and size of layer `index` change (its other keys are kept).
     pub fn set_layer_digest(&mut self, index: usize, size: u64, digest: &Digest) {
-        let layer = self.value["layers"][index].as_object_mut().expect("checked at parse");
+        let layer = self.value["layers"][index]
+            .as_object_mut()
+            .expect("checked at parse");
         layer.insert("size".into(), Value::from(size));
         layer.insert("digest".into(), Value::from(digest.to_string()));
     }
@@ -231,9 +257,17 @@ impl Manifest {
     }
 
     /// The RootIndex descriptor the reference (ggcr ≥ 0.21.6) writes for this manifest.
-    pub fn index_descriptor(&self, bytes: &[u8], fallback_media_type: &str, config_media_type: &str) -> Value {
+    pub fn index_descriptor(
+        &self,
+        bytes: &[u8],
+        fallback_media_type: &str,
+        config_media_type: &str,
+    ) -> Value {
         let mut desc = Map::new();
-        desc.insert("mediaType".into(), Value::from(self.media_type().unwrap_or(fallback_media_type)));
+        desc.insert(
+            "mediaType".into(),
+            Value::from(self.media_type().unwrap_or(fallback_media_type)),
+        );
         desc.insert("size".into(), Value::from(bytes.len() as u64));
         desc.insert("digest".into(), Value::from(Digest::of(bytes).to_string()));
         desc.insert(
@@ -254,7 +288,9 @@ impl Config {
     pub fn parse(bytes: &[u8], what: &str) -> Result<Config> {
         let value = json::parse(bytes, what)?;
         if !value.is_object() {
-            return Err(Error::malformed(format!("{what}: config is not a JSON object")));
+            return Err(Error::malformed(format!(
+                "{what}: config is not a JSON object"
+            )));
         }
         let config = Config { value };
         config.diff_ids(what)?;
@@ -282,7 +318,9 @@ impl Config {
 
     fn diff_ids_mut(&mut self) -> &mut Vec<Value> {
         let obj = self.value.as_object_mut().expect("checked at parse");
-        let rootfs = obj.entry("rootfs").or_insert_with(|| json!({"type": "layers"}));
+        let rootfs = obj
+            .entry("rootfs")
+            .or_insert_with(|| json!({"type": "layers"}));
         if !rootfs.is_object() {
             *rootfs = json!({"type": "layers"});
         }
@@ -309,14 +347,19 @@ impl Config {
     /// Append `{"created":"0001-01-01T00:00:00Z"}` to `history`, as `overlay create` does.
     pub fn push_empty_history(&mut self) {
         let obj = self.value.as_object_mut().expect("checked at parse");
-        let history = obj.entry("history").or_insert_with(|| Value::Array(Vec::new()));
+        let history = obj
+            .entry("history")
+            .or_insert_with(|| Value::Array(Vec::new()));
         if let Some(list) = history.as_array_mut() {
             list.push(json!({"created": ZERO_TIME}));
         }
     }
 
     pub fn history_len(&self) -> usize {
-        self.value.get("history").and_then(Value::as_array).map_or(0, Vec::len)
+        self.value
+            .get("history")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len)
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -365,7 +408,10 @@ mod tests {
         let index = Index::parse(one.as_bytes(), "index").unwrap();
         assert_eq!(index.single_image("index").unwrap().descriptor.digest, d1);
         let two = one.replace("_cosign:", "other:");
-        let err = Index::parse(two.as_bytes(), "index").unwrap().single_image("index").unwrap_err();
+        let err = Index::parse(two.as_bytes(), "index")
+            .unwrap()
+            .single_image("index")
+            .unwrap_err();
         assert!(err.to_string().contains("more than one image"), "{err}");
     }
 
@@ -373,6 +419,9 @@ mod tests {
     fn malformed_descriptors_are_named() {
         let bad = r#"{"config":{"mediaType":"x","size":"12","digest":"sha256:00"},"layers":[]}"#;
         let err = Manifest::parse(bad.as_bytes(), "manifest sha256:m").unwrap_err();
-        assert_eq!(err.to_string(), "manifest sha256:m: config: descriptor has no valid size");
+        assert_eq!(
+            err.to_string(),
+            "manifest sha256:m: config: descriptor has no valid size"
+        );
     }
 }

@@ -40,9 +40,15 @@ macro_rules! require_tool {
     ($name:expr) => {
         if !$crate::util::have_tool($name) {
             if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("{} is required under CI: run scripts/install-test-deps.sh", $name);
+                panic!(
+                    "{} is required under CI: run scripts/install-test-deps.sh",
+                    $name
+                );
             }
-            eprintln!("SKIPPED: {} not installed (scripts/install-test-deps.sh installs it)", $name);
+            eprintln!(
+                "SKIPPED: {} not installed (scripts/install-test-deps.sh installs it)",
+                $name
+            );
             return;
         }
     };
@@ -55,7 +61,9 @@ pub fn sifovl() -> Command {
 
 /// Run a command, panic with its output unless it succeeds, return stdout.
 pub fn run_ok(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",

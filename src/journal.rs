@@ -1,0 +1,715 @@
+//! Crash-safe in-place edits of a file, with a redo journal beside it.
+//!
+//! Editing an OCI-SIF in place means overwriting bytes that the old state needs (the
+//! descriptor table, the JSON blobs after the overlay, the overlay itself when sealing).
+//! No single write is atomic over several sectors, so an edit is done in three phases:
+//!
+//! 1. **Prepare.** A journal `<file>.sifovl-journal` records the file's length. Large new
+//!    data (a new overlay, a sealed squashfs) is *staged* past that length, where no live
+//!    byte lives. A crash now is rolled back by truncating to the recorded length.
+//! 2. **Commit.** Every remaining change is recorded as an idempotent operation (copy a
+//!    staged range to its place, write these bytes here, set the length) in a new journal,
+//!    written to a temporary file, synced and renamed over the old one: the rename is the
+//!    commit point. A crash after it is rolled forward by replaying the operations.
+//! 3. **Apply.** The operations are applied, the file synced and the journal removed.
+//!
+//! Every sifovl command that opens a file first [`recover`]s an interrupted edit, so the
+//! file is always seen either exactly as before the edit or exactly as after it.
+//!
+//! Fault injection: with `SIFOVL_FAULT_AT=N` the process aborts just before its N-th
+//! durable step (write, sync, rename, truncate, unlink), which the crash tests use to stop
+//! an edit at every point. `SIFOVL_FAULT_AT` is read once and costs nothing when unset.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{Error, ErrorKind, Result, ResultExt};
+
+const MAGIC: &[u8; 16] = b"SIFOVL-JOURNAL1\n";
+const STATE_PREPARED: u8 = 1;
+const STATE_COMMITTED: u8 = 2;
+const CHUNK: usize = 1 << 20;
+/// Staged data starts on this boundary, so copies and holes line up with filesystem blocks.
+const STAGE_ALIGN: u64 = 1 << 16;
+/// A journal larger than this is not one of ours (ours hold only small JSON and tables).
+const MAX_JOURNAL: u64 = 256 << 20;
+
+/// The journal path for `path`.
+pub fn journal_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".sifovl-journal");
+    path.with_file_name(name)
+}
+
+// ---------------------------------------------------------------- fault injection
+
+fn fault_limit() -> u64 {
+    static LIMIT: OnceLock<u64> = OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::env::var("SIFOVL_FAULT_AT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    })
+}
+
+static STEPS: AtomicU64 = AtomicU64::new(0);
+
+/// Called before every durable step; aborts the process at the configured step.
+fn step() {
+    let limit = fault_limit();
+    if limit != 0 && STEPS.fetch_add(1, Ordering::SeqCst) + 1 == limit {
+        eprintln!("sifovl: fault injection: aborting before durable step {limit}");
+        std::process::abort();
+    }
+}
+
+fn write_at(file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
+    step();
+    file.write_all_at(buf, offset)
+}
+
+fn sync(file: &File) -> std::io::Result<()> {
+    step();
+    file.sync_all()
+}
+
+fn set_len(file: &File, len: u64) -> std::io::Result<()> {
+    step();
+    file.set_len(len)
+}
+
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    step();
+    File::open(dir)?.sync_all()
+}
+
+// ---------------------------------------------------------------- operations
+
+/// One idempotent redo operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Op {
+    /// Write these bytes at `offset`.
+    Write { offset: u64, bytes: Vec<u8> },
+    /// Copy `len` staged bytes from `src` to `dst`. With `sparse`, all-zero chunks that land
+    /// past the original end of the file are left as holes rather than written.
+    Copy {
+        src: u64,
+        dst: u64,
+        len: u64,
+        sparse: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Record {
+    state: u8,
+    dev: u64,
+    ino: u64,
+    old_len: u64,
+    final_len: u64,
+    ops: Vec<Op>,
+}
+
+impl Record {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.push(self.state);
+        for v in [
+            self.dev,
+            self.ino,
+            self.old_len,
+            self.final_len,
+            self.ops.len() as u64,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for op in &self.ops {
+            match op {
+                Op::Write { offset, bytes } => {
+                    out.push(1);
+                    out.extend_from_slice(&offset.to_le_bytes());
+                    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+                    out.extend_from_slice(bytes);
+                }
+                Op::Copy {
+                    src,
+                    dst,
+                    len,
+                    sparse,
+                } => {
+                    out.push(2);
+                    for v in [*src, *dst, *len] {
+                        out.extend_from_slice(&v.to_le_bytes());
+                    }
+                    out.push(*sparse as u8);
+                }
+            }
+        }
+        let sum = Sha256::digest(&out);
+        out.extend_from_slice(&sum);
+        out
+    }
+
+    fn decode(data: &[u8]) -> Option<Record> {
+        if data.len() < MAGIC.len() + 1 + 40 + 32 || &data[..16] != MAGIC {
+            return None;
+        }
+        let (body, sum) = data.split_at(data.len() - 32);
+        if Sha256::digest(body).as_slice() != sum {
+            return None;
+        }
+        let mut cur = Cursor {
+            data: body,
+            pos: 16,
+        };
+        let state = cur.u8()?;
+        let (dev, ino, old_len, final_len, count) =
+            (cur.u64()?, cur.u64()?, cur.u64()?, cur.u64()?, cur.u64()?);
+        let mut ops = Vec::new();
+        for _ in 0..count {
+            match cur.u8()? {
+                1 => {
+                    let offset = cur.u64()?;
+                    let len = usize::try_from(cur.u64()?).ok()?;
+                    ops.push(Op::Write {
+                        offset,
+                        bytes: cur.take(len)?.to_vec(),
+                    });
+                }
+                2 => {
+                    let (src, dst, len) = (cur.u64()?, cur.u64()?, cur.u64()?);
+                    ops.push(Op::Copy {
+                        src,
+                        dst,
+                        len,
+                        sparse: cur.u8()? != 0,
+                    });
+                }
+                _ => return None,
+            }
+        }
+        (cur.pos == body.len() && matches!(state, STATE_PREPARED | STATE_COMMITTED)).then_some(
+            Record {
+                state,
+                dev,
+                ino,
+                old_len,
+                final_len,
+                ops,
+            },
+        )
+    }
+}
+
+struct Cursor<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let end = self.pos.checked_add(n)?;
+        let slice = self.data.get(self.pos..end)?;
+        self.pos = end;
+        Some(slice)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+fn write_journal(path: &Path, record: &Record) -> Result<()> {
+    let journal = journal_path(path);
+    let tmp = journal.with_extension("sifovl-journal-tmp");
+    let what = || format!("{}: writing edit journal", path.display());
+    let mut file = File::create(&tmp).with_context(what)?;
+    step();
+    file.write_all(&record.encode()).with_context(what)?;
+    sync(&file).with_context(what)?;
+    drop(file);
+    step();
+    std::fs::rename(&tmp, &journal).with_context(what)?;
+    sync_dir(&journal).with_context(what)
+}
+
+fn remove_journal(path: &Path) -> Result<()> {
+    let journal = journal_path(path);
+    step();
+    std::fs::remove_file(&journal)
+        .with_context(|| format!("{}: removing edit journal", path.display()))?;
+    sync_dir(&journal).with_context(|| format!("{}: syncing directory", path.display()))
+}
+
+fn apply(file: &File, record: &Record) -> std::io::Result<()> {
+    let mut buf = vec![0u8; CHUNK];
+    for op in &record.ops {
+        match op {
+            Op::Write { offset, bytes } => write_at(file, bytes, *offset)?,
+            Op::Copy {
+                src,
+                dst,
+                len,
+                sparse,
+            } => {
+                let mut done = 0u64;
+                while done < *len {
+                    let n = (*len - done).min(CHUNK as u64) as usize;
+                    file.read_exact_at(&mut buf[..n], src + done)?;
+                    let at = dst + done;
+                    let hole_ok = *sparse && at >= record.old_len;
+                    if !(hole_ok && buf[..n].iter().all(|&b| b == 0)) {
+                        write_at(file, &buf[..n], at)?;
+                    }
+                    done += n as u64;
+                }
+            }
+        }
+    }
+    sync(file)?;
+    set_len(file, record.final_len)?;
+    sync(file)
+}
+
+/// Finish or roll back an interrupted edit of `path`, if its journal is there.
+/// Returns whether there was anything to do. `file` must be open for writing and locked.
+pub fn recover(path: &Path, file: &File) -> Result<bool> {
+    let journal = journal_path(path);
+    let data = match std::fs::metadata(&journal) {
+        Ok(meta) if meta.len() > MAX_JOURNAL => {
+            return Err(Error::malformed(format!(
+                "{}: not a sifovl journal (too large); remove it if no sifovl edit was interrupted",
+                journal.display()
+            )));
+        }
+        Ok(_) => std::fs::read(&journal)
+            .with_context(|| format!("{}: reading edit journal", journal.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io(format!("{}: edit journal", journal.display()), e)),
+    };
+    let record = Record::decode(&data).ok_or_else(|| {
+        Error::malformed(format!(
+            "{}: damaged edit journal; the image may be mid-edit. Keep both files and report this",
+            journal.display()
+        ))
+    })?;
+    let meta = file.metadata().with_context(|| path.display())?;
+    if (meta.dev(), meta.ino()) != (record.dev, record.ino) {
+        return Err(Error::refused(format!(
+            "{}: belongs to another file (it was copied or replaced); remove it to proceed",
+            journal.display()
+        )));
+    }
+    let what = || format!("{}: recovering interrupted edit", path.display());
+    if record.state == STATE_COMMITTED {
+        apply(file, &record).with_context(what)?;
+    } else {
+        set_len(file, record.old_len).with_context(what)?;
+        sync(file).with_context(what)?;
+    }
+    remove_journal(path)?;
+    Ok(true)
+}
+
+/// Whether an interrupted edit is pending for `path`.
+pub fn pending(path: &Path) -> bool {
+    journal_path(path).exists()
+}
+
+// ---------------------------------------------------------------- the edit
+
+/// Take the exclusive write lock on an open file, or fail with [`ErrorKind::InUse`].
+pub fn lock_exclusive(path: &Path, file: &File) -> Result<()> {
+    use rustix::fs::{FlockOperation, flock};
+    match flock(file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(Error::new(
+            ErrorKind::InUse,
+            format!(
+                "{}: in use by another process (it holds the file's lock)",
+                path.display()
+            ),
+        )),
+        Err(e) => Err(Error::io(format!("{}: locking", path.display()), e.into())),
+    }
+}
+
+/// Open `path` for an edit: read-write, exclusively locked, any interrupted edit recovered.
+pub fn open_for_edit(path: &Path) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| {
+            let kind = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                ErrorKind::Refused
+            } else {
+                ErrorKind::Io
+            };
+            let mut err = Error::io(format!("{}: opening for writing", path.display()), e);
+            if kind == ErrorKind::Refused {
+                err = Error::refused(format!(
+                    "{}: read-only file (sifovl edits it in place)",
+                    path.display()
+                ));
+            }
+            err
+        })?;
+    lock_exclusive(path, &file)?;
+    recover(path, &file)?;
+    Ok(file)
+}
+
+/// An edit in progress. Dropping it without [`commit`](Edit::commit) rolls it back.
+pub struct Edit<'a> {
+    path: PathBuf,
+    file: &'a File,
+    record: Record,
+    prepared: bool,
+    stage_end: u64,
+    staged: Vec<(u64, u64)>,
+    done: bool,
+}
+
+impl<'a> Edit<'a> {
+    /// Start an edit of `file` (opened with [`open_for_edit`]).
+    pub fn begin(path: &Path, file: &'a File) -> Result<Edit<'a>> {
+        let meta = file.metadata().with_context(|| path.display())?;
+        Ok(Edit {
+            path: path.to_path_buf(),
+            file,
+            record: Record {
+                state: STATE_PREPARED,
+                dev: meta.dev(),
+                ino: meta.ino(),
+                old_len: meta.len(),
+                final_len: meta.len(),
+                ops: Vec::new(),
+            },
+            prepared: false,
+            stage_end: meta.len().next_multiple_of(STAGE_ALIGN),
+            staged: Vec::new(),
+            done: false,
+        })
+    }
+
+    /// The file's length before the edit.
+    pub fn old_len(&self) -> u64 {
+        self.record.old_len
+    }
+
+    fn prepare(&mut self) -> Result<()> {
+        if !self.prepared {
+            write_journal(&self.path, &self.record)?;
+            self.prepared = true;
+        }
+        Ok(())
+    }
+
+    /// Stage `len` bytes from `data` past the live end of the file (at or after
+    /// `at_least`); returns where they are. With `sparse`, all-zero chunks become holes.
+    pub fn stage(
+        &mut self,
+        data: &mut dyn Read,
+        len: u64,
+        at_least: u64,
+        sparse: bool,
+    ) -> Result<u64> {
+        self.prepare()?;
+        let start = self.stage_end.max(at_least).next_multiple_of(STAGE_ALIGN);
+        let what = || format!("{}: staging new data", self.path.display());
+        let mut buf = vec![0u8; CHUNK];
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(CHUNK as u64) as usize;
+            data.read_exact(&mut buf[..n]).with_context(what)?;
+            if !(sparse && buf[..n].iter().all(|&b| b == 0)) {
+                write_at(self.file, &buf[..n], start + done).with_context(what)?;
+            }
+            done += n as u64;
+        }
+        if self.file.metadata().with_context(what)?.len() < start + len {
+            set_len(self.file, start + len).with_context(what)?;
+        }
+        self.stage_end = start + len;
+        self.staged.push((start, len));
+        Ok(start)
+    }
+
+    /// Stage data produced by `produce`, which writes through a positioned writer starting at
+    /// the returned offset and reports how many bytes it wrote (for writers that need to seek,
+    /// like a squashfs writer). Returns (offset, length).
+    pub fn stage_with(
+        &mut self,
+        produce: impl FnOnce(&File, u64) -> Result<u64>,
+    ) -> Result<(u64, u64)> {
+        self.prepare()?;
+        let start = self.stage_end.next_multiple_of(STAGE_ALIGN);
+        let len = produce(self.file, start)?;
+        self.stage_end = start + len;
+        self.staged.push((start, len));
+        Ok((start, len))
+    }
+
+    /// Read back bytes of the file as it is now (e.g. staged data).
+    pub fn file(&self) -> &File {
+        self.file
+    }
+
+    /// Copy a staged range to its final place.
+    pub fn copy(&mut self, src: u64, dst: u64, len: u64, sparse: bool) {
+        self.record.ops.push(Op::Copy {
+            src,
+            dst,
+            len,
+            sparse,
+        });
+    }
+
+    /// Write `bytes` at `offset` at commit.
+    pub fn write(&mut self, offset: u64, bytes: Vec<u8>) {
+        self.record.ops.push(Op::Write { offset, bytes });
+    }
+
+    /// The file's length after the edit.
+    pub fn set_final_len(&mut self, len: u64) {
+        self.record.final_len = len;
+    }
+
+    /// Make the edit durable and apply it.
+    pub fn commit(mut self) -> Result<()> {
+        let what = |p: &Path| format!("{}: committing edit", p.display());
+        // Staged data must never be overwritten by the operations that read it, or a replay
+        // after a crash would copy garbage. Move any staged range that the final layout
+        // reaches further out first (rare: only when new data outgrows what it replaces).
+        let mut reach = self.record.final_len;
+        for op in &self.record.ops {
+            let end = match op {
+                Op::Write { offset, bytes } => offset + bytes.len() as u64,
+                Op::Copy { dst, len, .. } => dst + len,
+            };
+            reach = reach.max(end);
+        }
+        let first_stage = self.staged.iter().map(|s| s.0).min();
+        if first_stage.is_some_and(|s| s < reach) {
+            self.relocate_staged(reach)
+                .with_context(|| what(&self.path))?;
+        }
+        if self.prepared {
+            sync(self.file).with_context(|| what(&self.path))?;
+        }
+        self.record.state = STATE_COMMITTED;
+        write_journal(&self.path, &self.record)?;
+        apply(self.file, &self.record).with_context(|| what(&self.path))?;
+        remove_journal(&self.path)?;
+        self.done = true;
+        Ok(())
+    }
+
+    fn relocate_staged(&mut self, reach: u64) -> std::io::Result<()> {
+        let mut next = self.stage_end.max(reach).next_multiple_of(STAGE_ALIGN);
+        let mut buf = vec![0u8; CHUNK];
+        let mut moves = Vec::new();
+        for &(start, len) in &self.staged {
+            let mut done = 0;
+            while done < len {
+                let n = (len - done).min(CHUNK as u64) as usize;
+                self.file.read_exact_at(&mut buf[..n], start + done)?;
+                write_at(self.file, &buf[..n], next + done)?;
+                done += n as u64;
+            }
+            moves.push((start, next, len));
+            next = (next + len).next_multiple_of(STAGE_ALIGN);
+        }
+        for op in &mut self.record.ops {
+            if let Op::Copy { src, .. } = op
+                && let Some(&(from, to, _)) = moves.iter().find(|m| m.0 <= *src && *src < m.0 + m.2)
+            {
+                *src = to + (*src - from);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Edit<'_> {
+    fn drop(&mut self) {
+        if !self.done && self.prepared {
+            // Roll back: nothing live was touched before the commit point.
+            let _ = self.file.set_len(self.record.old_len);
+            let _ = self.file.sync_all();
+            let _ = std::fs::remove_file(journal_path(&self.path));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(content: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("img.sif");
+        std::fs::write(&path, content).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn record_round_trips_and_detects_damage() {
+        let record = Record {
+            state: STATE_COMMITTED,
+            dev: 1,
+            ino: 2,
+            old_len: 3,
+            final_len: 4,
+            ops: vec![
+                Op::Write {
+                    offset: 5,
+                    bytes: b"abc".to_vec(),
+                },
+                Op::Copy {
+                    src: 9,
+                    dst: 1,
+                    len: 7,
+                    sparse: true,
+                },
+            ],
+        };
+        let bytes = record.encode();
+        assert_eq!(Record::decode(&bytes), Some(record));
+        for i in [0, 17, bytes.len() / 2, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[i] ^= 1;
+            assert_eq!(Record::decode(&bad), None, "flip at {i} accepted");
+        }
+        assert_eq!(Record::decode(&bytes[..bytes.len() - 1]), None);
+    }
+
+    #[test]
+    fn commit_applies_staged_copy_writes_and_length() {
+        let (_dir, path) = image(b"0123456789");
+        let file = open_for_edit(&path).unwrap();
+        let mut edit = Edit::begin(&path, &file).unwrap();
+        let at = edit.stage(&mut &b"NEWDATA"[..], 7, 0, false).unwrap();
+        assert!(at >= 10);
+        edit.copy(at, 2, 7, false);
+        edit.write(0, b"AB".to_vec());
+        edit.set_final_len(9);
+        edit.commit().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"ABNEWDATA");
+        assert!(!pending(&path));
+    }
+
+    #[test]
+    fn dropping_an_uncommitted_edit_restores_the_file() {
+        let (_dir, path) = image(b"original");
+        let file = open_for_edit(&path).unwrap();
+        let mut edit = Edit::begin(&path, &file).unwrap();
+        edit.stage(&mut &[1u8; 5000][..], 5000, 0, false).unwrap();
+        edit.write(0, b"XX".to_vec());
+        drop(edit);
+        assert_eq!(std::fs::read(&path).unwrap(), b"original");
+        assert!(!pending(&path));
+    }
+
+    #[test]
+    fn staged_data_that_the_layout_outgrows_is_moved_first() {
+        // New data longer than the whole file: its final place overlaps its staging place.
+        let (_dir, path) = image(&[b'o'; 100]);
+        let file = open_for_edit(&path).unwrap();
+        let mut edit = Edit::begin(&path, &file).unwrap();
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let at = edit
+            .stage(&mut &big[..], big.len() as u64, 0, false)
+            .unwrap();
+        edit.copy(at, 50, big.len() as u64, false);
+        edit.set_final_len(50 + big.len() as u64);
+        edit.commit().unwrap();
+        let out = std::fs::read(&path).unwrap();
+        assert_eq!(&out[..50], &[b'o'; 50]);
+        assert_eq!(&out[50..], &big[..]);
+    }
+
+    #[test]
+    fn a_committed_journal_is_replayed_and_a_prepared_one_rolled_back() {
+        let (_dir, path) = image(b"hello world");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let meta = file.metadata().unwrap();
+        // Prepared: the file grew with staged bytes, then the process died.
+        let prepared = Record {
+            state: STATE_PREPARED,
+            dev: meta.dev(),
+            ino: meta.ino(),
+            old_len: 11,
+            final_len: 11,
+            ops: vec![],
+        };
+        std::fs::write(journal_path(&path), prepared.encode()).unwrap();
+        file.write_all_at(b"staged junk", 4096).unwrap();
+        assert!(recover(&path, &file).unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"hello world");
+        // Committed: half applied, then the process died.
+        let committed = Record {
+            state: STATE_COMMITTED,
+            ops: vec![Op::Write {
+                offset: 0,
+                bytes: b"HELLO".to_vec(),
+            }],
+            final_len: 5,
+            ..prepared
+        };
+        std::fs::write(journal_path(&path), committed.encode()).unwrap();
+        assert!(recover(&path, &file).unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"HELLO");
+        assert!(!recover(&path, &file).unwrap());
+    }
+
+    #[test]
+    fn a_journal_of_another_file_is_refused() {
+        let (_dir, path) = image(b"abc");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let record = Record {
+            state: STATE_COMMITTED,
+            dev: 0,
+            ino: 0,
+            old_len: 3,
+            final_len: 0,
+            ops: vec![],
+        };
+        std::fs::write(journal_path(&path), record.encode()).unwrap();
+        let err = recover(&path, &file).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Refused);
+        assert_eq!(std::fs::read(&path).unwrap(), b"abc");
+    }
+
+    #[test]
+    fn second_writer_gets_in_use() {
+        let (_dir, path) = image(b"abc");
+        let _first = open_for_edit(&path).unwrap();
+        let err = open_for_edit(&path).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InUse);
+        assert!(err.to_string().contains("in use"), "{err}");
+    }
+}
