@@ -109,6 +109,8 @@ enum Op {
         len: u64,
         sparse: bool,
     },
+    /// Write `len` zero bytes at `offset` (deleted objects are zeroed, as the reference does).
+    Zero { offset: u64, len: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +156,11 @@ impl Record {
                         out.extend_from_slice(&v.to_le_bytes());
                     }
                     out.push(*sparse as u8);
+                }
+                Op::Zero { offset, len } => {
+                    out.push(3);
+                    out.extend_from_slice(&offset.to_le_bytes());
+                    out.extend_from_slice(&len.to_le_bytes());
                 }
             }
         }
@@ -275,6 +282,15 @@ fn apply(file: &File, record: &Record) -> std::io::Result<()> {
                     if !(hole_ok && buf[..n].iter().all(|&b| b == 0)) {
                         write_at(file, &buf[..n], at)?;
                     }
+                    done += n as u64;
+                }
+            }
+            Op::Zero { offset, len } => {
+                let zeros = vec![0u8; CHUNK.min(*len as usize)];
+                let mut done = 0u64;
+                while done < *len {
+                    let n = (*len - done).min(CHUNK as u64) as usize;
+                    write_at(file, &zeros[..n], offset + done)?;
                     done += n as u64;
                 }
             }
@@ -480,6 +496,47 @@ impl<'a> Edit<'a> {
         });
     }
 
+    /// Zero `len` bytes at `offset` at commit.
+    pub fn zero(&mut self, offset: u64, len: u64) {
+        if len > 0 {
+            self.record.ops.push(Op::Zero { offset, len });
+        }
+    }
+
+    /// Write new data directly at its final place, which must lie past the file's old end
+    /// (so no live byte is touched and a rollback is a truncation).
+    pub fn write_past_end(
+        &mut self,
+        offset: u64,
+        data: &mut dyn Read,
+        len: u64,
+        sparse: bool,
+    ) -> Result<()> {
+        assert!(
+            offset >= self.record.old_len,
+            "write_past_end below the old end of file"
+        );
+        self.prepare()?;
+        let what = || format!("{}: writing new data", self.path.display());
+        let mut buf = vec![0u8; CHUNK];
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(CHUNK as u64) as usize;
+            data.read_exact(&mut buf[..n]).with_context(what)?;
+            if !(sparse && buf[..n].iter().all(|&b| b == 0)) {
+                write_at(self.file, &buf[..n], offset + done).with_context(what)?;
+            }
+            done += n as u64;
+        }
+        if self.file.metadata().with_context(what)?.len() < offset + len {
+            set_len(self.file, offset + len).with_context(what)?;
+        }
+        self.stage_end = self
+            .stage_end
+            .max((offset + len).next_multiple_of(STAGE_ALIGN));
+        Ok(())
+    }
+
     /// Write `bytes` at `offset` at commit.
     pub fn write(&mut self, offset: u64, bytes: Vec<u8>) {
         self.record.ops.push(Op::Write { offset, bytes });
@@ -501,6 +558,7 @@ impl<'a> Edit<'a> {
             let end = match op {
                 Op::Write { offset, bytes } => offset + bytes.len() as u64,
                 Op::Copy { dst, len, .. } => dst + len,
+                Op::Zero { offset, len } => offset + len,
             };
             reach = reach.max(end);
         }
