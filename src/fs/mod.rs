@@ -6,6 +6,7 @@
 
 pub mod entry;
 pub mod ext;
+pub mod overlay;
 pub mod squashfs;
 pub mod tar;
 pub mod whiteout;
