@@ -1,0 +1,180 @@
+//! Overlay commands: add, reconcile, inspect, verify, recover.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use sifovl::Result;
+use sifovl::ops;
+
+use super::{Outcome, print_json};
+
+#[derive(Args)]
+#[command(after_help = "Examples:
+  sifovl add image.oci.sif                      # 64 MiB overlay as the last OCI layer
+  sifovl add --size 1024 --sparse image.oci.sif # 1 GiB, unwritten blocks kept as holes
+  sifovl add --create-dir /data native.sif      # overlay partition of a native SIF
+  sifovl add --from my-overlay.img image.oci.sif")]
+pub struct AddArgs {
+    /// The SIF or OCI-SIF image to edit in place.
+    pub image: PathBuf,
+    /// Overlay size in MiB (at least 64).
+    #[arg(short, long, default_value_t = 64)]
+    pub size: u64,
+    /// Keep unwritten overlay blocks as holes in the image file.
+    #[arg(short = 'S', long)]
+    pub sparse: bool,
+    /// Create this directory inside the overlay's upper/ (repeatable).
+    #[arg(long = "create-dir", value_name = "DIR")]
+    pub create_dir: Vec<String>,
+    /// Use an existing ext3 image instead of creating one.
+    #[arg(long, value_name = "EXT3_IMAGE", conflicts_with_all = ["size", "create_dir"])]
+    pub from: Option<PathBuf>,
+    /// Add even if SIF signatures will no longer verify.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn add(args: AddArgs) -> Result<Outcome> {
+    let options = ops::add::AddOptions {
+        size_mib: args.size,
+        sparse: args.sparse,
+        create_dirs: args.create_dir,
+        from: args.from,
+        force: args.force,
+        ..Default::default()
+    };
+    let report = ops::add::add_overlay(&args.image, &options)?;
+    for id in &report.invalidated_signatures {
+        eprintln!("sifovl: warning: SIF signature object {id} no longer verifies");
+    }
+    if report.dropped_cosign_entries > 0 {
+        eprintln!(
+            "sifovl: warning: removed {} cosign signature/attestation entries (the new manifest invalidates them)",
+            report.dropped_cosign_entries
+        );
+    }
+    if args.json {
+        print_json(&report);
+    } else {
+        println!(
+            "{}: added a {} MiB ext3 overlay as object {} at offset {}{}",
+            report.image,
+            report.size >> 20,
+            report.object,
+            report.offset,
+            report.digest.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+        );
+    }
+    Ok(Outcome::Success)
+}
+
+#[derive(Args)]
+#[command(after_help = "Exit status with --check: 0 in sync, 1 out of sync, 2 error.
+
+Examples:
+  sifovl reconcile image.oci.sif          # after a --writable run, before a push
+  sifovl reconcile --check image.oci.sif  # is it needed?")]
+pub struct ReconcileArgs {
+    /// The OCI-SIF image whose overlay changed.
+    pub image: PathBuf,
+    /// Change nothing; exit 1 if the image is out of sync.
+    #[arg(long)]
+    pub check: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn reconcile(args: ReconcileArgs) -> Result<Outcome> {
+    let report = ops::reconcile::reconcile(&args.image, args.check)?;
+    if report.dropped_cosign_entries > 0 {
+        eprintln!(
+            "sifovl: warning: removed {} cosign signature/attestation entries (the new manifest invalidates them)",
+            report.dropped_cosign_entries
+        );
+    }
+    for id in &report.invalidated_signatures {
+        eprintln!("sifovl: warning: SIF signature object {id} no longer verifies");
+    }
+    if args.json {
+        print_json(&report);
+    } else if report.in_sync {
+        println!("{}: overlay digest in sync ({}), nothing to do", report.image, report.actual_digest);
+    } else if args.check {
+        println!(
+            "{}: out of sync: overlay holds {} but the image records {}",
+            report.image, report.actual_digest, report.recorded_digest
+        );
+    } else {
+        println!(
+            "{}: overlay {} -> {}; manifest now {} ({} bytes written)",
+            report.image, report.recorded_digest, report.actual_digest, report.manifest_digest, report.bytes_written
+        );
+    }
+    Ok(if args.check && !report.in_sync { Outcome::CheckFailed } else { Outcome::Success })
+}
+
+#[derive(Args)]
+#[command(after_help = "Examples:
+  sifovl inspect image.oci.sif
+  sifovl inspect --hash --json image.oci.sif | jq .overlay")]
+pub struct InspectArgs {
+    pub image: PathBuf,
+    /// Also hash the overlay to tell whether its digests are in sync.
+    #[arg(long)]
+    pub hash: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn inspect(args: InspectArgs) -> Result<Outcome> {
+    let report = ops::inspect::inspect(&args.image, args.hash)?;
+    if args.json {
+        print_json(&report);
+    } else {
+        print!("{}", ops::inspect::render(&report));
+    }
+    Ok(Outcome::Success)
+}
+
+#[derive(Args)]
+#[command(after_help = "Exit status: 0 when every check passes, 1 when one fails, 2 on error.
+
+Example:
+  sifovl verify image.oci.sif")]
+pub struct VerifyArgs {
+    pub image: PathBuf,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn verify(args: VerifyArgs) -> Result<Outcome> {
+    let report = ops::verify::verify(&args.image)?;
+    if args.json {
+        print_json(&report);
+    } else {
+        print!("{}", ops::verify::render(&report));
+    }
+    Ok(if report.ok { Outcome::Success } else { Outcome::CheckFailed })
+}
+
+#[derive(Args)]
+#[command(after_help = "Every sifovl command recovers an interrupted edit on its own; this does only that.")]
+pub struct RecoverArgs {
+    pub image: PathBuf,
+}
+
+pub fn recover(args: RecoverArgs) -> Result<Outcome> {
+    let file = sifovl::journal::open_for_edit(&args.image);
+    match file {
+        Ok(_) => println!("{}: no interrupted edit pending", args.image.display()),
+        Err(e) => return Err(e),
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,235 @@
+//! `add`: give an image a writable ext3 overlay — the last layer of an OCI-SIF (the
+//! reference's `overlay create`), or an overlay partition of a native SIF.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{open_for_edit, signature_objects};
+use crate::error::{Error, Result, ResultExt};
+use crate::fs::overlay::{CreateOverlay, create_ext3_overlay, read_ext3_header};
+use crate::journal::Edit;
+use crate::oci::digest::Sha256Writer;
+use crate::oci::model::{self, Descriptor};
+use crate::ocisif::{self, BlobData, NewBlob, NewImage};
+use crate::sif::{Arch, Container, DataType, FsType, ObjectSpec, PartType};
+
+/// Options of `sifovl add`.
+#[derive(Debug, Clone)]
+pub struct AddOptions {
+    pub size_mib: u64,
+    /// Leave unwritten overlay blocks as holes in the SIF.
+    pub sparse: bool,
+    pub create_dirs: Vec<String>,
+    /// Use this existing ext3 image instead of making one.
+    pub from: Option<PathBuf>,
+    /// Add even though SIF signatures will no longer verify.
+    pub force: bool,
+    /// Owner of `upper/` and `work/`.
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Default for AddOptions {
+    fn default() -> Self {
+        AddOptions {
+            size_mib: crate::fs::overlay::MIN_OVERLAY_MIB,
+            sparse: false,
+            create_dirs: Vec::new(),
+            from: None,
+            force: false,
+            uid: rustix::process::getuid().as_raw(),
+            gid: rustix::process::getgid().as_raw(),
+        }
+    }
+}
+
+/// What `add` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct AddReport {
+    pub image: String,
+    /// `oci-sif` or `native`.
+    pub format: &'static str,
+    pub object: u32,
+    pub offset: u64,
+    pub size: u64,
+    /// The overlay's digest (OCI-SIF only).
+    pub digest: Option<String>,
+    pub manifest_digest: Option<String>,
+    pub dropped_cosign_entries: usize,
+    pub invalidated_signatures: Vec<u32>,
+}
+
+/// Add an overlay to the image at `path`.
+pub fn add_overlay(path: &Path, options: &AddOptions) -> Result<AddReport> {
+    let name = path.display().to_string();
+    let (file, mut container) = open_for_edit(path)?;
+    let signatures = signature_objects(&container);
+    if !signatures.is_empty() && !options.force {
+        return Err(Error::refused(format!(
+            "{name}: signed with SIF signatures (objects {signatures:?}); an overlay would invalidate them. Use --force to add it anyway"
+        )));
+    }
+    // Refuse early, before building an overlay.
+    let oci = ocisif::is_oci_sif(&container);
+    if oci {
+        let image = ocisif::read_image(&file, &container).map_err(|e| e.context(&name))?;
+        if let Some(overlay) = image.overlay() {
+            return Err(Error::refused(format!(
+                "{name}: writable overlay already exists in image (object {})",
+                overlay.object
+            )));
+        }
+    } else if let Some(existing) = container.objects().find(|d| {
+        d.data_type == DataType::Partition
+            && d.partition().is_ok_and(|p| p.fs_type == FsType::Ext3 && p.part_type == PartType::Overlay)
+    }) {
+        return Err(Error::refused(format!(
+            "{name}: writable overlay already exists in image (object {}); delete it first",
+            existing.id
+        )));
+    }
+
+    let temp;
+    let source_path = match &options.from {
+        Some(p) => p.clone(),
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("sifovl-overlay-")
+                .suffix(".ext3")
+                .tempfile()
+                .context("creating a temporary file for the overlay")?;
+            create_ext3_overlay(
+                temp.path(),
+                &CreateOverlay {
+                    size_mib: options.size_mib,
+                    create_dirs: options.create_dirs.clone(),
+                    uid: options.uid,
+                    gid: options.gid,
+                },
+            )?;
+            temp.path().to_path_buf()
+        }
+    };
+    let source = File::open(&source_path).with_context(|| source_path.display())?;
+    let size = source.metadata().with_context(|| source_path.display())?.len();
+    let header = read_ext3_header(&source, 0, size).map_err(|e| e.context(source_path.display()))?;
+    if header.needs_recovery {
+        return Err(Error::refused(format!(
+            "{}: the ext3 journal needs recovery; run `e2fsck -fy` on it first",
+            source_path.display()
+        )));
+    }
+
+    let mut report = AddReport {
+        image: name.clone(),
+        format: if oci { "oci-sif" } else { "native" },
+        object: 0,
+        offset: 0,
+        size,
+        digest: None,
+        manifest_digest: None,
+        dropped_cosign_entries: 0,
+        invalidated_signatures: signatures,
+    };
+    let mut edit = Edit::begin(path, &file)?;
+    if oci {
+        add_oci_layer(&file, &mut container, &mut edit, &source, size, options.sparse, &mut report)
+            .map_err(|e| e.context(&name))?;
+    } else {
+        add_native_partition(&mut container, &mut edit, &source, size, options.sparse, &mut report)
+            .map_err(|e| e.context(&name))?;
+    }
+    edit.commit()?;
+    Ok(report)
+}
+
+/// A reader that hashes what it reads.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256Writer,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        std::io::Write::write_all(&mut self.hasher, &buf[..n])?;
+        Ok(n)
+    }
+}
+
+fn add_oci_layer(
+    file: &File,
+    container: &mut Container,
+    edit: &mut Edit<'_>,
+    source: &File,
+    size: u64,
+    sparse: bool,
+    report: &mut AddReport,
+) -> Result<()> {
+    let image = ocisif::read_image(file, container)?;
+    // One pass over the overlay: staged past the live data and hashed on the way.
+    let mut reader = HashingReader { inner: source, hasher: Sha256Writer::default() };
+    let staged = edit.stage(&mut reader, size, 0, sparse)?;
+    let digest = reader.hasher.finish();
+    let layer = Descriptor { media_type: model::EXT3_LAYER.to_string(), size, digest };
+    let mut manifest = image.manifest.clone();
+    manifest.push_layer(&layer);
+    let mut config = image.config.clone();
+    if image.has_image_config() {
+        config.push_diff_id(&digest);
+        config.push_empty_history();
+    }
+    let new_blob = NewBlob { digest, size, data: BlobData::Staged { offset: staged, sparse } };
+    let new = NewImage::build(&image, manifest, &config, vec![new_blob])?;
+    report.manifest_digest = Some(crate::oci::Digest::of(&new.manifest_bytes).to_string());
+    let summary = ocisif::replace_image(container, edit, &image, new)?;
+    let (object, _) = summary
+        .written
+        .iter()
+        .find(|(_, d)| *d == digest)
+        .copied()
+        .ok_or_else(|| Error::malformed(format!("overlay {digest} was already present in the image")))?;
+    report.object = object;
+    report.offset = container.object(object)?.offset;
+    report.digest = Some(digest.to_string());
+    report.dropped_cosign_entries = image.cosign.len();
+    Ok(())
+}
+
+fn add_native_partition(
+    container: &mut Container,
+    edit: &mut Edit<'_>,
+    source: &File,
+    size: u64,
+    sparse: bool,
+    report: &mut AddReport,
+) -> Result<()> {
+    // The runtime only stacks overlay partitions of the primary partition's group.
+    let primary = container.objects().find(|d| {
+        d.data_type == DataType::Partition && d.partition().is_ok_and(|p| p.part_type == PartType::PrimSys)
+    });
+    let (group, arch) = match primary {
+        Some(p) => (p.group().unwrap_or(1), p.partition()?.arch),
+        None => (1, container.header.arch),
+    };
+    let arch = if arch == Arch::Unknown { Arch::host() } else { arch };
+    let old_metadata = container.metadata_bytes();
+    let time = container.time_for_edit();
+    let placed = container.plan_add(ObjectSpec::partition(FsType::Ext3, PartType::Overlay, arch, group, size), time)?;
+    let mut reader = source;
+    if placed.offset >= edit.old_len() {
+        edit.write_past_end(placed.offset, &mut reader, size, sparse)?;
+    } else {
+        // Stale bytes lie past the last object: stage, then copy into place at commit.
+        let staged = edit.stage(&mut reader, size, placed.offset + size, sparse)?;
+        edit.copy(staged, placed.offset, size, sparse);
+    }
+    edit.set_final_len(container.data_end());
+    ocisif::write_metadata_changes(edit, &old_metadata, &container.metadata_bytes());
+    report.object = placed.id;
+    report.offset = placed.offset;
+    Ok(())
+}
