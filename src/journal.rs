@@ -204,6 +204,10 @@ impl Record {
                         sparse: cur.u8()? != 0,
                     });
                 }
+                3 => {
+                    let (offset, len) = (cur.u64()?, cur.u64()?);
+                    ops.push(Op::Zero { offset, len });
+                }
                 _ => return None,
             }
         }
@@ -264,9 +268,13 @@ fn remove_journal(path: &Path) -> Result<()> {
 
 fn apply(file: &File, record: &Record) -> std::io::Result<()> {
     let mut buf = vec![0u8; CHUNK];
+    // Staged data always lies past the final length, so a file already cut to that length
+    // means an earlier run of this journal finished every copy (and synced) before cutting.
+    let copies_done = file.metadata()?.len() <= record.final_len;
     for op in &record.ops {
         match op {
             Op::Write { offset, bytes } => write_at(file, bytes, *offset)?,
+            Op::Copy { .. } if copies_done => {}
             Op::Copy {
                 src,
                 dst,
@@ -305,6 +313,8 @@ fn apply(file: &File, record: &Record) -> std::io::Result<()> {
 /// Returns whether there was anything to do. `file` must be open for writing and locked.
 pub fn recover(path: &Path, file: &File) -> Result<bool> {
     let journal = journal_path(path);
+    // A journal that was being written when the process died never became the journal.
+    let _ = std::fs::remove_file(journal.with_extension("sifovl-journal-tmp"));
     let data = match std::fs::metadata(&journal) {
         Ok(meta) if meta.len() > MAX_JOURNAL => {
             return Err(Error::malformed(format!(
@@ -645,6 +655,7 @@ mod tests {
                     len: 7,
                     sparse: true,
                 },
+                Op::Zero { offset: 2, len: 3 },
             ],
         };
         let bytes = record.encode();

@@ -1,22 +1,69 @@
 //! clap front end. Exit codes: 0 success, 1 "checked and found wanting" (verify, --check),
-//! 2 error (bad input, refused operation, I/O failure).
+//! 2 error (bad input, refused operation, I/O failure), printed as one line.
+
+mod overlay_cmds;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Edit SIF and OCI-SIF container images without mounting them.
+/// Edit SIF and OCI-SIF container images in place, without mounting them.
 #[derive(Parser)]
-#[command(name = "sifovl", version, about, long_about = None)]
+#[command(name = "sifovl", version, about, long_about = None, after_help = "Typical use:
+  sifovl add --size 1024 --sparse job.oci.sif   # give the image a writable overlay
+  singularity run --oci --writable job.oci.sif  # the job writes into it
+  sifovl reconcile job.oci.sif                  # make the OCI digests true again
+  sifovl verify job.oci.sif")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Add a writable ext3 overlay (OCI-SIF layer or native overlay partition).
+    Add(overlay_cmds::AddArgs),
+    /// Bring the OCI digests back in line with a changed overlay, in place.
+    Reconcile(overlay_cmds::ReconcileArgs),
+    /// Show the image at a glance.
+    Inspect(overlay_cmds::InspectArgs),
+    /// Hash every blob and check every reference and invariant.
+    Verify(overlay_cmds::VerifyArgs),
+    /// Finish or roll back an interrupted sifovl edit.
+    Recover(overlay_cmds::RecoverArgs),
+}
+
+/// How a command that did not fail ended.
+pub enum Outcome {
+    Success,
+    /// A check ran and found a problem (exit 1).
+    CheckFailed,
+}
+
+/// Print a report as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("reports serialise")
+    );
+}
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    let result = match cli.command {
+        Command::Add(args) => overlay_cmds::add(args),
+        Command::Reconcile(args) => overlay_cmds::reconcile(args),
+        Command::Inspect(args) => overlay_cmds::inspect(args),
+        Command::Verify(args) => overlay_cmds::verify(args),
+        Command::Recover(args) => overlay_cmds::recover(args),
+    };
+    match result {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::CheckFailed) => ExitCode::from(1),
+        Err(e) => {
+            // One line, whatever the error carries.
+            eprintln!("sifovl: {}", e.to_string().replace('\n', " "));
+            ExitCode::from(2)
+        }
+    }
 }

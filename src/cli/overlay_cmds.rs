@@ -66,18 +66,24 @@ pub fn add(args: AddArgs) -> Result<Outcome> {
             report.size >> 20,
             report.object,
             report.offset,
-            report.digest.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+            report
+                .digest
+                .as_deref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default()
         );
     }
     Ok(Outcome::Success)
 }
 
 #[derive(Args)]
-#[command(after_help = "Exit status with --check: 0 in sync, 1 out of sync, 2 error.
+#[command(
+    after_help = "Exit status with --check: 0 in sync, 1 out of sync, 2 error.
 
 Examples:
   sifovl reconcile image.oci.sif          # after a --writable run, before a push
-  sifovl reconcile --check image.oci.sif  # is it needed?")]
+  sifovl reconcile --check image.oci.sif  # is it needed?"
+)]
 pub struct ReconcileArgs {
     /// The OCI-SIF image whose overlay changed.
     pub image: PathBuf,
@@ -103,7 +109,10 @@ pub fn reconcile(args: ReconcileArgs) -> Result<Outcome> {
     if args.json {
         print_json(&report);
     } else if report.in_sync {
-        println!("{}: overlay digest in sync ({}), nothing to do", report.image, report.actual_digest);
+        println!(
+            "{}: overlay digest in sync ({}), nothing to do",
+            report.image, report.actual_digest
+        );
     } else if args.check {
         println!(
             "{}: out of sync: overlay holds {} but the image records {}",
@@ -112,10 +121,18 @@ pub fn reconcile(args: ReconcileArgs) -> Result<Outcome> {
     } else {
         println!(
             "{}: overlay {} -> {}; manifest now {} ({} bytes written)",
-            report.image, report.recorded_digest, report.actual_digest, report.manifest_digest, report.bytes_written
+            report.image,
+            report.recorded_digest,
+            report.actual_digest,
+            report.manifest_digest,
+            report.bytes_written
         );
     }
-    Ok(if args.check && !report.in_sync { Outcome::CheckFailed } else { Outcome::Success })
+    Ok(if args.check && !report.in_sync {
+        Outcome::CheckFailed
+    } else {
+        Outcome::Success
+    })
 }
 
 #[derive(Args)]
@@ -143,10 +160,12 @@ pub fn inspect(args: InspectArgs) -> Result<Outcome> {
 }
 
 #[derive(Args)]
-#[command(after_help = "Exit status: 0 when every check passes, 1 when one fails, 2 on error.
+#[command(
+    after_help = "Exit status: 0 when every check passes, 1 when one fails, 2 on error.
 
 Example:
-  sifovl verify image.oci.sif")]
+  sifovl verify image.oci.sif"
+)]
 pub struct VerifyArgs {
     pub image: PathBuf,
     /// Print the result as JSON.
@@ -161,20 +180,28 @@ pub fn verify(args: VerifyArgs) -> Result<Outcome> {
     } else {
         print!("{}", ops::verify::render(&report));
     }
-    Ok(if report.ok { Outcome::Success } else { Outcome::CheckFailed })
+    Ok(if report.ok {
+        Outcome::Success
+    } else {
+        Outcome::CheckFailed
+    })
 }
 
 #[derive(Args)]
-#[command(after_help = "Every sifovl command recovers an interrupted edit on its own; this does only that.")]
+#[command(
+    after_help = "Every sifovl command recovers an interrupted edit on its own; this does only that."
+)]
 pub struct RecoverArgs {
     pub image: PathBuf,
 }
 
 pub fn recover(args: RecoverArgs) -> Result<Outcome> {
-    let file = sifovl::journal::open_for_edit(&args.image);
-    match file {
-        Ok(_) => println!("{}: no interrupted edit pending", args.image.display()),
-        Err(e) => return Err(e),
+    let pending = sifovl::journal::pending(&args.image);
+    sifovl::journal::open_for_edit(&args.image)?;
+    if pending {
+        println!("{}: interrupted edit recovered", args.image.display());
+    } else {
+        println!("{}: no interrupted edit pending", args.image.display());
     }
     Ok(Outcome::Success)
 }

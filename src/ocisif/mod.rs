@@ -17,8 +17,8 @@ use std::os::unix::fs::FileExt;
 
 use crate::error::{Error, Result, ResultExt};
 use crate::journal::Edit;
-use crate::oci::model::{self, Config, Descriptor, Index, IndexEntry, Manifest};
 use crate::oci::Digest;
+use crate::oci::model::{self, Config, Descriptor, Index, IndexEntry, Manifest};
 use crate::sif::{Container, DataType, ObjectSpec};
 
 /// JSON blobs larger than this are not plausible index, manifest or config blobs.
@@ -60,7 +60,9 @@ pub struct OciImage {
 impl OciImage {
     /// The last layer, if it is a writable ext3 overlay.
     pub fn overlay(&self) -> Option<&Layer> {
-        self.layers.last().filter(|l| l.descriptor.media_type == model::EXT3_LAYER)
+        self.layers
+            .last()
+            .filter(|l| l.descriptor.media_type == model::EXT3_LAYER)
     }
 
     /// Whether the config is a Docker/OCI image config (edited) or an opaque one (kept).
@@ -71,7 +73,11 @@ impl OciImage {
 
 /// Whether a SIF holds an OCI image: SingularityCE's test is exactly one `OCI.RootIndex`.
 pub fn is_oci_sif(container: &Container) -> bool {
-    container.objects().filter(|d| d.data_type == DataType::OciRootIndex).count() == 1
+    container
+        .objects()
+        .filter(|d| d.data_type == DataType::OciRootIndex)
+        .count()
+        == 1
 }
 
 /// The one OCI object whose descriptor digest is `digest`.
@@ -93,7 +99,12 @@ pub fn find_blob(container: &Container, digest: &Digest) -> Result<u32> {
 }
 
 /// Read a whole small object (a JSON blob), refusing absurd sizes.
-pub fn read_small_object(file: &File, container: &Container, id: u32, what: &str) -> Result<Vec<u8>> {
+pub fn read_small_object(
+    file: &File,
+    container: &Container,
+    id: u32,
+    what: &str,
+) -> Result<Vec<u8>> {
     let d = container.object(id)?;
     if d.size > MAX_JSON_BLOB {
         return Err(Error::malformed(format!(
@@ -109,7 +120,9 @@ pub fn read_small_object(file: &File, container: &Container, id: u32, what: &str
 
 /// Resolve the image of an OCI-SIF.
 pub fn read_image(file: &File, container: &Container) -> Result<OciImage> {
-    let mut roots = container.objects().filter(|d| d.data_type == DataType::OciRootIndex);
+    let mut roots = container
+        .objects()
+        .filter(|d| d.data_type == DataType::OciRootIndex);
     let root = roots
         .next()
         .ok_or_else(|| Error::unsupported("not an OCI-SIF (no OCI.RootIndex object)"))?;
@@ -128,13 +141,15 @@ pub fn read_image(file: &File, container: &Container) -> Result<OciImage> {
     let image = index.single_image(&index_what)?;
 
     let manifest_what = format!("manifest {}", image.descriptor.digest);
-    let manifest_object = find_blob(container, &image.descriptor.digest).map_err(|e| e.context(&index_what))?;
+    let manifest_object =
+        find_blob(container, &image.descriptor.digest).map_err(|e| e.context(&index_what))?;
     let manifest_bytes = read_small_object(file, container, manifest_object, &manifest_what)?;
     let manifest = Manifest::parse(&manifest_bytes, &manifest_what)?;
 
     let config_descriptor = manifest.config(&manifest_what)?;
     let config_what = format!("config {}", config_descriptor.digest);
-    let config_object = find_blob(container, &config_descriptor.digest).map_err(|e| e.context(&manifest_what))?;
+    let config_object =
+        find_blob(container, &config_descriptor.digest).map_err(|e| e.context(&manifest_what))?;
     let config_bytes = read_small_object(file, container, config_object, &config_what)?;
     let config = Config::parse(&config_bytes, &config_what)?;
 
@@ -144,7 +159,13 @@ pub fn read_image(file: &File, container: &Container) -> Result<OciImage> {
             .map_err(|e| e.context(format!("{manifest_what}: layer {i}")))?;
         let d = container.object(object)?;
         let object_digest = Digest::parse(&d.oci_digest()?)?;
-        layers.push(Layer { descriptor, object, offset: d.offset, object_size: d.size, object_digest });
+        layers.push(Layer {
+            descriptor,
+            object,
+            offset: d.offset,
+            object_size: d.size,
+            object_digest,
+        });
     }
     Ok(OciImage {
         index_object,
@@ -168,7 +189,10 @@ pub fn read_image(file: &File, container: &Container) -> Result<OciImage> {
 pub enum BlobData {
     Bytes(Vec<u8>),
     /// Already staged in the file by the edit, at this offset.
-    Staged { offset: u64, sparse: bool },
+    Staged {
+        offset: u64,
+        sparse: bool,
+    },
 }
 
 /// A blob the new image needs that the SIF may not hold yet.
@@ -203,12 +227,27 @@ pub struct NewImage {
 impl NewImage {
     /// Serialise `manifest`/`config` after an edit: the config's new digest goes into the
     /// manifest, and the manifest gets its bytes.
-    pub fn build(old: &OciImage, mut manifest: Manifest, config: &Config, new_layers: Vec<NewBlob>) -> Result<NewImage> {
-        let config_bytes = if old.has_image_config() { config.to_bytes() } else { old.config_bytes.clone() };
+    pub fn build(
+        old: &OciImage,
+        mut manifest: Manifest,
+        config: &Config,
+        new_layers: Vec<NewBlob>,
+    ) -> Result<NewImage> {
+        let config_bytes = if old.has_image_config() {
+            config.to_bytes()
+        } else {
+            old.config_bytes.clone()
+        };
         manifest.set_config(config_bytes.len() as u64, &Digest::of(&config_bytes));
         let manifest_bytes = manifest.to_bytes();
         let layers = manifest.layers("new manifest")?;
-        Ok(NewImage { manifest_bytes, manifest, config_bytes, layers, new_layers })
+        Ok(NewImage {
+            manifest_bytes,
+            manifest,
+            config_bytes,
+            layers,
+            new_layers,
+        })
     }
 }
 
@@ -216,9 +255,13 @@ impl NewImage {
 /// the RootIndex is rebuilt with one entry (cosign entries are dropped, since an edit of the
 /// image invalidates them), unchanged blobs stay where they are, the rest is rewritten.
 /// Records everything in `edit`; nothing is visible until the caller commits.
+///
+/// `on_disk_metadata` is [`Container::metadata_bytes`] as the file holds it now (callers
+/// that patched descriptors before calling take it before patching).
 pub fn replace_image(
     container: &mut Container,
     edit: &mut Edit<'_>,
+    on_disk_metadata: &[u8],
     old: &OciImage,
     new: NewImage,
 ) -> Result<UpdateSummary> {
@@ -232,12 +275,28 @@ pub fn replace_image(
     let mut blobs = new.new_layers;
     let config_digest = Digest::of(&new.config_bytes);
     let manifest_digest = Digest::of(&new.manifest_bytes);
-    blobs.push(NewBlob { digest: config_digest, size: new.config_bytes.len() as u64, data: BlobData::Bytes(new.config_bytes) });
-    blobs.push(NewBlob { digest: manifest_digest, size: new.manifest_bytes.len() as u64, data: BlobData::Bytes(new.manifest_bytes) });
+    blobs.push(NewBlob {
+        digest: config_digest,
+        size: new.config_bytes.len() as u64,
+        data: BlobData::Bytes(new.config_bytes),
+    });
+    blobs.push(NewBlob {
+        digest: manifest_digest,
+        size: new.manifest_bytes.len() as u64,
+        data: BlobData::Bytes(new.manifest_bytes),
+    });
     let mut walk: Vec<Digest> = new.layers.iter().map(|l| l.digest).collect();
     walk.push(config_digest);
     walk.push(manifest_digest);
-    update_root_index(container, edit, &old.index_bytes, index_bytes, &walk, blobs)
+    update_root_index(
+        container,
+        edit,
+        on_disk_metadata,
+        &old.index_bytes,
+        index_bytes,
+        &walk,
+        blobs,
+    )
 }
 
 /// The reference's `UpdateRootIndex` (spec section 2, step 2), journalled.
@@ -247,12 +306,12 @@ pub fn replace_image(
 pub fn update_root_index(
     container: &mut Container,
     edit: &mut Edit<'_>,
+    on_disk_metadata: &[u8],
     old_index_bytes: &[u8],
     index_bytes: Vec<u8>,
     walk: &[Digest],
     mut blobs: Vec<NewBlob>,
 ) -> Result<UpdateSummary> {
-    let old_metadata = container.metadata_bytes();
     let mut summary = UpdateSummary::default();
     if Digest::of(&index_bytes) != Digest::of(old_index_bytes) {
         let time = container.time_for_edit();
@@ -291,23 +350,39 @@ pub fn update_root_index(
         container.compact();
         let mut placements = Vec::new();
         for digest in &write {
-            let pos = blobs.iter().position(|b| b.digest == *digest).ok_or_else(|| {
-                Error::not_found(format!("blob {digest}: needed by the new image but not available"))
-            })?;
+            let pos = blobs
+                .iter()
+                .position(|b| b.digest == *digest)
+                .ok_or_else(|| {
+                    Error::not_found(format!(
+                        "blob {digest}: needed by the new image but not available"
+                    ))
+                })?;
             let blob = blobs.swap_remove(pos);
-            let placed = container.plan_add(ObjectSpec::oci_blob(DataType::OciBlob, digest, blob.size), time)?;
+            let placed = container.plan_add(
+                ObjectSpec::oci_blob(DataType::OciBlob, digest, blob.size),
+                time,
+            )?;
             summary.written.push((placed.id, *digest));
             placements.push((placed.offset, blob));
         }
         let index_digest = Digest::of(&index_bytes);
         let placed = container.plan_add(
-            ObjectSpec::oci_blob(DataType::OciRootIndex, &index_digest, index_bytes.len() as u64),
+            ObjectSpec::oci_blob(
+                DataType::OciRootIndex,
+                &index_digest,
+                index_bytes.len() as u64,
+            ),
             time,
         )?;
         summary.written.push((placed.id, index_digest));
         placements.push((
             placed.offset,
-            NewBlob { digest: index_digest, size: index_bytes.len() as u64, data: BlobData::Bytes(index_bytes) },
+            NewBlob {
+                digest: index_digest,
+                size: index_bytes.len() as u64,
+                data: BlobData::Bytes(index_bytes),
+            },
         ));
         let final_len = container.data_end();
         // Zero what was deleted and stays inside the file, then lay the new blobs over it.
@@ -322,12 +397,16 @@ pub fn update_root_index(
             summary.bytes_written += blob.size;
             match blob.data {
                 BlobData::Bytes(bytes) => edit.write(offset, bytes),
-                BlobData::Staged { offset: src, sparse } => edit.copy(src, offset, blob.size, sparse),
+                BlobData::Staged {
+                    offset: src,
+                    sparse,
+                } => edit.copy(src, offset, blob.size, sparse),
             }
         }
         edit.set_final_len(final_len);
     }
-    summary.bytes_written += write_metadata_changes(edit, &old_metadata, &container.metadata_bytes());
+    summary.bytes_written +=
+        write_metadata_changes(edit, on_disk_metadata, &container.metadata_bytes());
     Ok(summary)
 }
 

@@ -84,7 +84,8 @@ pub fn add_overlay(path: &Path, options: &AddOptions) -> Result<AddReport> {
         }
     } else if let Some(existing) = container.objects().find(|d| {
         d.data_type == DataType::Partition
-            && d.partition().is_ok_and(|p| p.fs_type == FsType::Ext3 && p.part_type == PartType::Overlay)
+            && d.partition()
+                .is_ok_and(|p| p.fs_type == FsType::Ext3 && p.part_type == PartType::Overlay)
     }) {
         return Err(Error::refused(format!(
             "{name}: writable overlay already exists in image (object {}); delete it first",
@@ -114,8 +115,12 @@ pub fn add_overlay(path: &Path, options: &AddOptions) -> Result<AddReport> {
         }
     };
     let source = File::open(&source_path).with_context(|| source_path.display())?;
-    let size = source.metadata().with_context(|| source_path.display())?.len();
-    let header = read_ext3_header(&source, 0, size).map_err(|e| e.context(source_path.display()))?;
+    let size = source
+        .metadata()
+        .with_context(|| source_path.display())?
+        .len();
+    let header =
+        read_ext3_header(&source, 0, size).map_err(|e| e.context(source_path.display()))?;
     if header.needs_recovery {
         return Err(Error::refused(format!(
             "{}: the ext3 journal needs recovery; run `e2fsck -fy` on it first",
@@ -136,11 +141,26 @@ pub fn add_overlay(path: &Path, options: &AddOptions) -> Result<AddReport> {
     };
     let mut edit = Edit::begin(path, &file)?;
     if oci {
-        add_oci_layer(&file, &mut container, &mut edit, &source, size, options.sparse, &mut report)
-            .map_err(|e| e.context(&name))?;
+        add_oci_layer(
+            &file,
+            &mut container,
+            &mut edit,
+            &source,
+            size,
+            options.sparse,
+            &mut report,
+        )
+        .map_err(|e| e.context(&name))?;
     } else {
-        add_native_partition(&mut container, &mut edit, &source, size, options.sparse, &mut report)
-            .map_err(|e| e.context(&name))?;
+        add_native_partition(
+            &mut container,
+            &mut edit,
+            &source,
+            size,
+            options.sparse,
+            &mut report,
+        )
+        .map_err(|e| e.context(&name))?;
     }
     edit.commit()?;
     Ok(report)
@@ -171,10 +191,17 @@ fn add_oci_layer(
 ) -> Result<()> {
     let image = ocisif::read_image(file, container)?;
     // One pass over the overlay: staged past the live data and hashed on the way.
-    let mut reader = HashingReader { inner: source, hasher: Sha256Writer::default() };
+    let mut reader = HashingReader {
+        inner: source,
+        hasher: Sha256Writer::default(),
+    };
     let staged = edit.stage(&mut reader, size, 0, sparse)?;
     let digest = reader.hasher.finish();
-    let layer = Descriptor { media_type: model::EXT3_LAYER.to_string(), size, digest };
+    let layer = Descriptor {
+        media_type: model::EXT3_LAYER.to_string(),
+        size,
+        digest,
+    };
     let mut manifest = image.manifest.clone();
     manifest.push_layer(&layer);
     let mut config = image.config.clone();
@@ -182,16 +209,26 @@ fn add_oci_layer(
         config.push_diff_id(&digest);
         config.push_empty_history();
     }
-    let new_blob = NewBlob { digest, size, data: BlobData::Staged { offset: staged, sparse } };
+    let new_blob = NewBlob {
+        digest,
+        size,
+        data: BlobData::Staged {
+            offset: staged,
+            sparse,
+        },
+    };
     let new = NewImage::build(&image, manifest, &config, vec![new_blob])?;
     report.manifest_digest = Some(crate::oci::Digest::of(&new.manifest_bytes).to_string());
-    let summary = ocisif::replace_image(container, edit, &image, new)?;
+    let on_disk = container.metadata_bytes();
+    let summary = ocisif::replace_image(container, edit, &on_disk, &image, new)?;
     let (object, _) = summary
         .written
         .iter()
         .find(|(_, d)| *d == digest)
         .copied()
-        .ok_or_else(|| Error::malformed(format!("overlay {digest} was already present in the image")))?;
+        .ok_or_else(|| {
+            Error::malformed(format!("overlay {digest} was already present in the image"))
+        })?;
     report.object = object;
     report.offset = container.object(object)?.offset;
     report.digest = Some(digest.to_string());
@@ -209,16 +246,25 @@ fn add_native_partition(
 ) -> Result<()> {
     // The runtime only stacks overlay partitions of the primary partition's group.
     let primary = container.objects().find(|d| {
-        d.data_type == DataType::Partition && d.partition().is_ok_and(|p| p.part_type == PartType::PrimSys)
+        d.data_type == DataType::Partition
+            && d.partition()
+                .is_ok_and(|p| p.part_type == PartType::PrimSys)
     });
     let (group, arch) = match primary {
         Some(p) => (p.group().unwrap_or(1), p.partition()?.arch),
         None => (1, container.header.arch),
     };
-    let arch = if arch == Arch::Unknown { Arch::host() } else { arch };
+    let arch = if arch == Arch::Unknown {
+        Arch::host()
+    } else {
+        arch
+    };
     let old_metadata = container.metadata_bytes();
     let time = container.time_for_edit();
-    let placed = container.plan_add(ObjectSpec::partition(FsType::Ext3, PartType::Overlay, arch, group, size), time)?;
+    let placed = container.plan_add(
+        ObjectSpec::partition(FsType::Ext3, PartType::Overlay, arch, group, size),
+        time,
+    )?;
     let mut reader = source;
     if placed.offset >= edit.old_len() {
         edit.write_past_end(placed.offset, &mut reader, size, sparse)?;

@@ -110,9 +110,11 @@ pub fn inspect(path: &Path, hash: bool) -> Result<InspectReport> {
             })
             .collect();
         if let Some(layer) = image.overlay() {
-            let header = read_ext3_header(&file, layer.offset, layer.object_size).map_err(|e| e.context(&name))?;
+            let header = read_ext3_header(&file, layer.offset, layer.object_size)
+                .map_err(|e| e.context(&name))?;
             let in_sync = if hash {
-                let actual = super::reconcile::hash_overlay(&file, layer).map_err(|e| e.context(&name))?;
+                let actual =
+                    super::reconcile::hash_overlay(&file, layer).map_err(|e| e.context(&name))?;
                 let ids = image.config.diff_ids("config").unwrap_or_default();
                 let diff_ok = !image.has_image_config() || ids.last() == Some(&actual);
                 Some(actual == layer.descriptor.digest && actual == layer.object_digest && diff_ok)
@@ -131,7 +133,8 @@ pub fn inspect(path: &Path, hash: bool) -> Result<InspectReport> {
         }
     } else if let Some(d) = container.objects().find(|d| {
         d.data_type == DataType::Partition
-            && d.partition().is_ok_and(|p| p.part_type == PartType::Overlay && p.fs_type == FsType::Ext3)
+            && d.partition()
+                .is_ok_and(|p| p.part_type == PartType::Overlay && p.fs_type == FsType::Ext3)
     }) {
         let header = read_ext3_header(&file, d.offset, d.size).map_err(|e| e.context(&name))?;
         report.overlay = Some(OverlayInfo {
@@ -152,13 +155,33 @@ pub fn render(report: &InspectReport) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let _ = writeln!(s, "Image:      {}", report.image);
-    let _ = writeln!(s, "Format:     {}", if report.format == "oci-sif" { "OCI-SIF" } else { "native SIF" });
-    let _ = writeln!(s, "Objects:    {} ({} bytes)", report.objects, report.file_size);
+    let _ = writeln!(
+        s,
+        "Format:     {}",
+        if report.format == "oci-sif" {
+            "OCI-SIF"
+        } else {
+            "native SIF"
+        }
+    );
+    let _ = writeln!(
+        s,
+        "Objects:    {} ({} bytes)",
+        report.objects, report.file_size
+    );
     if let Some(d) = &report.manifest_digest {
-        let _ = writeln!(s, "Manifest:   {d} ({})", report.manifest_media_type.as_deref().unwrap_or(""));
+        let _ = writeln!(
+            s,
+            "Manifest:   {d} ({})",
+            report.manifest_media_type.as_deref().unwrap_or("")
+        );
     }
     if let Some(d) = &report.config_digest {
-        let _ = writeln!(s, "Config:     {d} ({})", report.config_media_type.as_deref().unwrap_or(""));
+        let _ = writeln!(
+            s,
+            "Config:     {d} ({})",
+            report.config_media_type.as_deref().unwrap_or("")
+        );
     }
     if !report.layers.is_empty() {
         let _ = writeln!(s, "Layers:");
@@ -178,7 +201,11 @@ pub fn render(report: &InspectReport) -> String {
                 Some(false) => ", digests OUT OF SYNC (run `sifovl reconcile`)",
                 None => "",
             };
-            let recovery = if o.needs_recovery { ", journal needs recovery" } else { "" };
+            let recovery = if o.needs_recovery {
+                ", journal needs recovery"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 s,
                 "Overlay:    {} object {} at offset {}, {} bytes{recovery}{sync}",
@@ -193,7 +220,11 @@ pub fn render(report: &InspectReport) -> String {
         let _ = writeln!(s, "Cosign:     {} {}", c.ref_name, c.digest);
     }
     if !report.signatures.is_empty() {
-        let _ = writeln!(s, "Signatures: SIF signature objects {:?}", report.signatures);
+        let _ = writeln!(
+            s,
+            "Signatures: SIF signature objects {:?}",
+            report.signatures
+        );
     }
     s
 }

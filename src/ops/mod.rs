@@ -54,7 +54,10 @@ fn lock_shared(path: &Path, file: &File) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(Error::new(
             ErrorKind::InUse,
-            format!("{}: in use by another process (an edit is running)", path.display()),
+            format!(
+                "{}: in use by another process (an edit is running)",
+                path.display()
+            ),
         )),
         Err(e) => Err(Error::io(format!("{}: locking", path.display()), e.into())),
     }

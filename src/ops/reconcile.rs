@@ -45,9 +45,14 @@ pub fn hash_overlay(file: &File, layer: &Layer) -> Result<Digest> {
     let what = || format!("overlay (object {})", layer.object);
     let mut header = [0u8; crate::fs::overlay::HEADER_LEN];
     if layer.object_size < header.len() as u64 {
-        return Err(Error::malformed(format!("{}: {} bytes, too small for ext3", what(), layer.object_size)));
+        return Err(Error::malformed(format!(
+            "{}: {} bytes, too small for ext3",
+            what(),
+            layer.object_size
+        )));
     }
-    file.read_exact_at(&mut header, layer.offset).map_err(|e| Error::io(what(), e))?;
+    file.read_exact_at(&mut header, layer.offset)
+        .map_err(|e| Error::io(what(), e))?;
     check_ext3_header(&header).map_err(|e| e.context(what()))?;
     hash_range(file, layer.offset, layer.object_size).map_err(|e| e.context(what()))
 }
@@ -69,7 +74,9 @@ pub fn hash_range(file: &File, offset: u64, len: u64) -> Result<Digest> {
             while done < len {
                 let Ok(mut buf) = empty_rx.recv() else { return };
                 let n = (len - done).min(BLOCK as u64) as usize;
-                let result = file.read_exact_at(&mut buf[..n], offset + done).map(|_| (buf, n));
+                let result = file
+                    .read_exact_at(&mut buf[..n], offset + done)
+                    .map(|_| (buf, n));
                 let failed = result.is_err();
                 if full_tx.send(result).is_err() || failed {
                     return;
@@ -83,7 +90,12 @@ pub fn hash_range(file: &File, offset: u64, len: u64) -> Result<Digest> {
             let (buf, n) = full_rx
                 .recv()
                 .map_err(|_| Error::io("reading", std::io::Error::other("reader thread stopped")))?
-                .map_err(|e| Error::io(format!("reading bytes {}..{}", offset + done, offset + len), e))?;
+                .map_err(|e| {
+                    Error::io(
+                        format!("reading bytes {}..{}", offset + done, offset + len),
+                        e,
+                    )
+                })?;
             hasher.update(&buf[..n]);
             done += n as u64;
             let _ = empty_tx.send(buf);
@@ -107,11 +119,19 @@ fn in_sync(image: &OciImage, overlay: &Layer, actual: &Digest) -> Result<bool> {
 pub fn reconcile(path: &Path, check_only: bool) -> Result<ReconcileReport> {
     let name = path.display().to_string();
     let ctx = |e: Error| e.context(&name);
-    let (file, mut container) = if check_only { open_for_read(path)? } else { open_for_edit(path)? };
+    let (file, mut container) = if check_only {
+        open_for_read(path)?
+    } else {
+        open_for_edit(path)?
+    };
     let image = ocisif::read_image(&file, &container).map_err(ctx)?;
     let overlay = image
         .overlay()
-        .ok_or_else(|| Error::refused(format!("{name}: image does not contain a writable overlay (last layer is not ext3)")))?
+        .ok_or_else(|| {
+            Error::refused(format!(
+                "{name}: image does not contain a writable overlay (last layer is not ext3)"
+            ))
+        })?
         .clone();
     let actual = hash_overlay(&file, &overlay).map_err(ctx)?;
     let synced = in_sync(&image, &overlay, &actual).map_err(ctx)?;
@@ -140,10 +160,13 @@ pub fn reconcile(path: &Path, check_only: bool) -> Result<ReconcileReport> {
     }
 
     let mut edit = Edit::begin(path, &file)?;
+    let on_disk = container.metadata_bytes();
     // Patch the overlay's own descriptor first, so the update engine sees the new digest
     // present and keeps the overlay where it is (the reference's order, spec section 4).
     let time = container.time_for_edit();
-    container.set_oci_digest(overlay.object, &actual.to_string(), time).map_err(ctx)?;
+    container
+        .set_oci_digest(overlay.object, &actual.to_string(), time)
+        .map_err(ctx)?;
     let last = image.layers.len() - 1;
     let mut manifest = image.manifest.clone();
     manifest.set_layer_digest(last, overlay.object_size, &actual);
@@ -162,7 +185,8 @@ pub fn reconcile(path: &Path, check_only: bool) -> Result<ReconcileReport> {
     let new = NewImage::build(&image, manifest, &config, Vec::new()).map_err(ctx)?;
     let manifest_digest = Digest::of(&new.manifest_bytes);
     let config_digest = Digest::of(&new.config_bytes);
-    let summary = ocisif::replace_image(&mut container, &mut edit, &image, new).map_err(ctx)?;
+    let summary =
+        ocisif::replace_image(&mut container, &mut edit, &on_disk, &image, new).map_err(ctx)?;
     edit.commit()?;
     report.updated = true;
     report.bytes_written = summary.bytes_written;

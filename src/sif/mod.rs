@@ -1,1 +1,10 @@
-//! The SIF container codec (issue 2): header, descriptors, objects. No OCI knowledge.
+//! The SIF container codec: header, descriptors and objects, with the layout rules of the
+//! reference library (sylabs/sif). Knows nothing about OCI or filesystems.
+
+pub mod container;
+pub mod raw;
+pub mod types;
+
+pub use container::{Container, CreateOptions, ObjectSpec};
+pub use raw::{Descriptor, GO_ZERO_TIME, Header, Link, Partition};
+pub use types::{Arch, DataType, FsType, HashType, PartType};

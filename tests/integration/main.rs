@@ -2,10 +2,12 @@
 
 mod util;
 
+mod crash;
 mod ext;
 mod ocisif;
 mod seal;
 mod sif;
+mod sifcheck;
 mod squashfs;
 mod tar;
 mod whiteout;

@@ -9,7 +9,9 @@ use crate::util::{run_ok, sifovl};
 use crate::{require_fixtures, require_tool};
 
 pub fn sample(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(name)
 }
 
 /// A scratch copy of a sample image.
@@ -37,7 +39,12 @@ fn assert_refused(args: &[&str], image: &Path, needle: &str) {
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
     assert!(err.contains(needle), "{err:?} lacks {needle:?}");
     assert!(!err.contains("panicked"));
-    assert_eq!(std::fs::read(image).unwrap(), before, "{} changed", image.display());
+    assert_eq!(
+        std::fs::read(image).unwrap(),
+        before,
+        "{} changed",
+        image.display()
+    );
 }
 
 /// The overlay's (offset, size) from the independent decoder.
@@ -45,8 +52,16 @@ pub fn overlay_range(image: &Path) -> (u64, u64) {
     let bytes = std::fs::read(image).unwrap();
     let sif = sifcheck::parse(&bytes);
     let o = sifcheck::oci(&sif, &bytes);
-    let last = o.manifest["layers"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!(last["mediaType"], "application/vnd.sylabs.image.layer.v1.ext3");
+    let last = o.manifest["layers"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        last["mediaType"],
+        "application/vnd.sylabs.image.layer.v1.ext3"
+    );
     let d = sifcheck::blob(&sif, last["digest"].as_str().unwrap());
     (d.offset, d.size)
 }
@@ -75,9 +90,15 @@ fn e2fsck_overlay(image: &Path) {
     let ext3 = dir.path().join("overlay.img");
     std::fs::write(&ext3, &bytes[offset as usize..(offset + size) as usize]).unwrap();
     run_ok(Command::new("e2fsck").arg("-fn").arg(&ext3));
-    let listing = String::from_utf8(run_ok(Command::new("debugfs").args(["-R", "ls -l /"]).arg(&ext3))).unwrap();
+    let listing = String::from_utf8(run_ok(
+        Command::new("debugfs").args(["-R", "ls -l /"]).arg(&ext3),
+    ))
+    .unwrap();
     for dir in ["upper", "work"] {
-        let line = listing.lines().find(|l| l.trim_end().ends_with(dir)).unwrap_or_else(|| panic!("{dir} missing: {listing}"));
+        let line = listing
+            .lines()
+            .find(|l| l.trim_end().ends_with(dir))
+            .unwrap_or_else(|| panic!("{dir} missing: {listing}"));
         assert!(line.contains("40755"), "{dir} mode: {line}");
     }
 }
@@ -102,16 +123,31 @@ fn add_appends_an_ext3_layer_that_keeps_every_invariant() {
     // 12: one more layer, ext3 last, 64 MiB, diff_id = digest, history gained the zero entry.
     let layers = o.manifest["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 2);
-    assert_eq!(layers[0], old_oci.manifest["layers"][0], "the old layer descriptor is unchanged");
+    assert_eq!(
+        layers[0], old_oci.manifest["layers"][0],
+        "the old layer descriptor is unchanged"
+    );
     assert_eq!(layers[1]["size"], 64 << 20);
-    assert_eq!(layers[1].as_object().unwrap().keys().collect::<Vec<_>>(), ["mediaType", "size", "digest"]);
+    assert_eq!(
+        layers[1].as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["mediaType", "size", "digest"]
+    );
     let history = o.config["history"].as_array().unwrap();
     assert_eq!(history.len(), 2);
-    assert_eq!(history[1], serde_json::json!({"created": "0001-01-01T00:00:00Z"}));
+    assert_eq!(
+        history[1],
+        serde_json::json!({"created": "0001-01-01T00:00:00Z"})
+    );
     // Everything else in the config is as it was.
     let mut expected_config = old_oci.config.clone();
-    expected_config["history"].as_array_mut().unwrap().push(history[1].clone());
-    expected_config["rootfs"]["diff_ids"].as_array_mut().unwrap().push(layers[1]["digest"].clone());
+    expected_config["history"]
+        .as_array_mut()
+        .unwrap()
+        .push(history[1].clone());
+    expected_config["rootfs"]["diff_ids"]
+        .as_array_mut()
+        .unwrap()
+        .push(layers[1]["digest"].clone());
     assert_eq!(o.config, expected_config);
     // 18: the squashfs layer kept its slot and offset; new blobs follow in slot order.
     assert_eq!(sif.objects[0], old.objects[0]);
@@ -119,14 +155,30 @@ fn add_appends_an_ext3_layer_that_keeps_every_invariant() {
     assert_eq!(overlay.slot, 1);
     assert_eq!(overlay.offset, old.objects[0].offset + old.objects[0].size);
     let order: Vec<i32> = sif.objects.iter().map(|d| d.dtype).collect();
-    assert_eq!(order, [sifcheck::BLOB, sifcheck::BLOB, sifcheck::BLOB, sifcheck::BLOB, sifcheck::ROOT_INDEX]);
+    assert_eq!(
+        order,
+        [
+            sifcheck::BLOB,
+            sifcheck::BLOB,
+            sifcheck::BLOB,
+            sifcheck::BLOB,
+            sifcheck::ROOT_INDEX
+        ]
+    );
     e2fsck_overlay(&image);
     // --sparse: the overlay's unwritten blocks are holes.
     let meta = std::fs::metadata(&image).unwrap();
-    assert!(std::os::unix::fs::MetadataExt::blocks(&meta) * 512 < meta.len() / 2, "not sparse");
+    assert!(
+        std::os::unix::fs::MetadataExt::blocks(&meta) * 512 < meta.len() / 2,
+        "not sparse"
+    );
     // verify agrees.
     let out = run(&["verify"], &image);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
@@ -134,11 +186,21 @@ fn writable_run_then_reconcile_then_verify() {
     require_tool!("mke2fs");
     require_tool!("debugfs");
     let (dir, image) = scratch("sample.oci.sif");
-    run_ok(sifovl().args(["add", "--sparse", "--create-dir", "/data"]).arg(&image));
+    run_ok(
+        sifovl()
+            .args(["add", "--sparse", "--create-dir", "/data"])
+            .arg(&image),
+    );
     let added = std::fs::read(&image).unwrap();
     let payload = dir.path().join("result.txt");
     std::fs::write(&payload, b"job output\n").unwrap();
-    simulate_writable_run(&image, &[&format!("write {} /upper/data/result.txt", payload.display())]);
+    simulate_writable_run(
+        &image,
+        &[&format!(
+            "write {} /upper/data/result.txt",
+            payload.display()
+        )],
+    );
     let changed = std::fs::read(&image).unwrap();
     assert_ne!(added, changed);
     assert_oci_sif_invariants(&changed, false);
@@ -148,17 +210,29 @@ fn writable_run_then_reconcile_then_verify() {
     assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
     let verify = run(&["verify"], &image);
     assert_eq!(verify.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&verify.stdout).contains("FAIL  every object's digest matches its bytes"));
-    let inspect = json(&run_ok(sifovl().args(["inspect", "--hash", "--json"]).arg(&image)));
+    assert!(
+        String::from_utf8_lossy(&verify.stdout)
+            .contains("FAIL  every object's digest matches its bytes")
+    );
+    let inspect = json(&run_ok(
+        sifovl().args(["inspect", "--hash", "--json"]).arg(&image),
+    ));
     assert_eq!(inspect["overlay"]["in_sync"], false);
-    assert_eq!(std::fs::read(&image).unwrap(), changed, "--check and verify changed nothing");
+    assert_eq!(
+        std::fs::read(&image).unwrap(),
+        changed,
+        "--check and verify changed nothing"
+    );
 
     let report = json(&run_ok(sifovl().args(["reconcile", "--json"]).arg(&image)));
     assert_eq!(report["updated"], true);
     assert!(report["bytes_written"].as_u64().unwrap() < 64 * 1024);
     let reconciled = std::fs::read(&image).unwrap();
     assert_oci_sif_invariants(&reconciled, true);
-    assert_eq!(run(&["reconcile", "--check"], &image).status.code(), Some(0));
+    assert_eq!(
+        run(&["reconcile", "--check"], &image).status.code(),
+        Some(0)
+    );
     assert!(run(&["verify"], &image).status.success());
 
     // 13: only the overlay digest, config and manifest changed; the overlay did not move.
@@ -166,7 +240,10 @@ fn writable_run_then_reconcile_then_verify() {
     let (oa, ob) = (sifcheck::oci(&a, &changed), sifcheck::oci(&b, &reconciled));
     assert_eq!(a.objects[1].offset, b.objects[1].offset);
     assert_eq!(a.objects[1].slot, b.objects[1].slot);
-    assert_eq!(b.objects[1].digest(), sha256(b.objects[1].data(&reconciled)));
+    assert_eq!(
+        b.objects[1].digest(),
+        sha256(b.objects[1].data(&reconciled))
+    );
     let mut expected_config = oa.config.clone();
     expected_config["rootfs"]["diff_ids"][1] = serde_json::Value::from(b.objects[1].digest());
     assert_eq!(ob.config, expected_config);
@@ -175,7 +252,10 @@ fn writable_run_then_reconcile_then_verify() {
     expected_manifest["config"]["digest"] = serde_json::Value::from(sha256(&ob.config_bytes));
     expected_manifest["config"]["size"] = serde_json::Value::from(ob.config_bytes.len());
     assert_eq!(ob.manifest, expected_manifest);
-    assert_eq!(&reconciled[b.objects[1].offset as usize..][..b.objects[1].size as usize], &changed[a.objects[1].offset as usize..][..a.objects[1].size as usize]);
+    assert_eq!(
+        &reconciled[b.objects[1].offset as usize..][..b.objects[1].size as usize],
+        &changed[a.objects[1].offset as usize..][..a.objects[1].size as usize]
+    );
 
     // 19: a second run writes nothing.
     let again = json(&run_ok(sifovl().args(["reconcile", "--json"]).arg(&image)));
@@ -191,14 +271,22 @@ fn add_refuses_what_it_must_and_leaves_the_file_alone() {
     let (dir, image) = scratch("sample.oci.sif");
     run_ok(sifovl().args(["add", "--sparse"]).arg(&image));
     assert_refused(&["add"], &image, "writable overlay already exists");
-    assert_refused(&["add", "--size", "10"], &dir.path().join("sample.oci.sif"), "writable overlay already exists");
+    assert_refused(
+        &["add", "--size", "10"],
+        &dir.path().join("sample.oci.sif"),
+        "writable overlay already exists",
+    );
 
     let (_d2, fresh) = scratch("sample.oci.sif");
     assert_refused(&["add", "--size", "10"], &fresh, "at least 64 MiB");
 
     // A SIF signed with SIF signatures.
     let signed = dir.path().join("signed.sif");
-    std::fs::copy(fixtures.join("sylabs-sif/images/one-group-signed-pgp.sif"), &signed).unwrap();
+    std::fs::copy(
+        fixtures.join("sylabs-sif/images/one-group-signed-pgp.sif"),
+        &signed,
+    )
+    .unwrap();
     assert_refused(&["add", "--sparse"], &signed, "--force");
     let out = run(&["add", "--sparse", "--force"], &signed);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -212,7 +300,9 @@ fn add_refuses_what_it_must_and_leaves_the_file_alone() {
     if rustix::process::geteuid().is_root() {
         // Root ignores permission bits; make it immutable-ish by a read-only bind is not
         // available here, so only check the non-root path when not root.
-        eprintln!("running as root: read-only refusal checked through a directory without write access is skipped");
+        eprintln!(
+            "running as root: read-only refusal checked through a directory without write access is skipped"
+        );
     } else {
         assert_refused(&["add", "--sparse"], &ro, "read-only");
     }
@@ -224,17 +314,30 @@ fn an_image_with_two_images_or_broken_json_is_refused_cleanly() {
     let (_dir, image) = scratch("sample.oci.sif");
     let bytes = std::fs::read(&image).unwrap();
     let sif = sifcheck::parse(&bytes);
-    let root = sif.objects.iter().find(|d| d.dtype == sifcheck::ROOT_INDEX).unwrap().clone();
+    let root = sif
+        .objects
+        .iter()
+        .find(|d| d.dtype == sifcheck::ROOT_INDEX)
+        .unwrap()
+        .clone();
     // Break the RootIndex JSON in place (same length): invalid JSON.
     let mut broken = bytes.clone();
     broken[root.offset as usize] = b'[';
     broken[root.offset as usize + 1] = b'[';
     std::fs::write(&image, &broken).unwrap();
-    for args in [&["add", "--sparse"][..], &["reconcile"], &["inspect"], &["verify"]] {
+    for args in [
+        &["add", "--sparse"][..],
+        &["reconcile"],
+        &["inspect"],
+        &["verify"],
+    ] {
         let out = run(args, &image);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = stderr(&out);
-        assert!(err.contains("RootIndex") && err.contains(image.to_str().unwrap()), "{err}");
+        assert!(
+            err.contains("RootIndex") && err.contains(image.to_str().unwrap()),
+            "{err}"
+        );
         assert_eq!(err.trim_end().lines().count(), 1);
         assert_eq!(std::fs::read(&image).unwrap(), broken);
     }
@@ -257,29 +360,55 @@ fn native_sif_gets_an_overlay_partition_in_the_primary_group() {
     let fixtures = require_fixtures!();
     let dir = tempfile::tempdir().unwrap();
     for (name, source) in [
-        ("busybox.sif", fixtures.join("singularity/busybox_amd64.sif")),
+        (
+            "busybox.sif",
+            fixtures.join("singularity/busybox_amd64.sif"),
+        ),
         ("sample.sif", sample("sample.sif")),
     ] {
         let image = dir.path().join(name);
         std::fs::copy(&source, &image).unwrap();
         let before = std::fs::read(&image).unwrap();
         let old = sifcheck::parse(&before);
-        let args: &[&str] = if name == "busybox.sif" { &["add", "--sparse", "--force"] } else { &["add", "--sparse"] };
+        let args: &[&str] = if name == "busybox.sif" {
+            &["add", "--sparse", "--force"]
+        } else {
+            &["add", "--sparse"]
+        };
         run_ok(sifovl().args(args).arg(&image));
         let after = std::fs::read(&image).unwrap();
         let sif = sifcheck::parse(&after);
         assert_eq!(sif.objects.len(), old.objects.len() + 1);
-        assert_eq!(&sif.objects[..old.objects.len()], &old.objects[..], "existing descriptors unchanged");
+        assert_eq!(
+            &sif.objects[..old.objects.len()],
+            &old.objects[..],
+            "existing descriptors unchanged"
+        );
         let overlay = sif.objects.last().unwrap();
         assert_eq!(overlay.dtype, sifcheck::PARTITION);
-        assert_eq!(&overlay.extra[..8], &[2, 0, 0, 0, 4, 0, 0, 0], "Ext3 / Overlay");
-        let primary = old.objects.iter().find(|d| d.dtype == sifcheck::PARTITION && d.extra[4] == 2).unwrap();
-        assert_eq!(&overlay.extra[8..11], &primary.extra[8..11], "arch of the primary partition");
+        assert_eq!(
+            &overlay.extra[..8],
+            &[2, 0, 0, 0, 4, 0, 0, 0],
+            "Ext3 / Overlay"
+        );
+        let primary = old
+            .objects
+            .iter()
+            .find(|d| d.dtype == sifcheck::PARTITION && d.extra[4] == 2)
+            .unwrap();
+        assert_eq!(
+            &overlay.extra[8..11],
+            &primary.extra[8..11],
+            "arch of the primary partition"
+        );
         assert_eq!(overlay.group, primary.group);
         assert_eq!(overlay.offset % 4096, 0);
         assert_eq!(overlay.size, 64 << 20);
         assert_eq!(after.len() as u64, overlay.offset + overlay.size);
-        assert_eq!((sif.data_offset + sif.data_size) as u64, overlay.offset + overlay.size);
+        assert_eq!(
+            (sif.data_offset + sif.data_size) as u64,
+            overlay.offset + overlay.size
+        );
         assert_eq!(sif.free, old.free - 1);
         // The data before the overlay is byte-identical apart from the descriptor table and header.
         let table_end = (sif.desc_offset + sif.desc_size) as usize;
@@ -289,7 +418,11 @@ fn native_sif_gets_an_overlay_partition_in_the_primary_group() {
         run_ok(Command::new("e2fsck").arg("-fn").arg(&ext3));
         let listing = String::from_utf8(run_ok(sifovl().arg("list").arg(&image))).unwrap();
         assert!(listing.contains("|FS (Ext3/Overlay/amd64)"), "{listing}");
-        assert_refused(&["add", "--sparse", "--force"], &image, "writable overlay already exists");
+        assert_refused(
+            &["add", "--sparse", "--force"],
+            &image,
+            "writable overlay already exists",
+        );
         let inspect = json(&run_ok(sifovl().args(["inspect", "--json"]).arg(&image)));
         assert_eq!(inspect["overlay"]["offset"], overlay.offset);
     }
@@ -298,7 +431,11 @@ fn native_sif_gets_an_overlay_partition_in_the_primary_group() {
 #[test]
 fn a_second_writer_is_told_the_file_is_in_use() {
     let (_dir, image) = scratch("sample.oci.sif");
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(&image).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&image)
+        .unwrap();
     rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).unwrap();
     assert_refused(&["add", "--sparse"], &image, "in use");
     assert_refused(&["reconcile"], &image, "in use");

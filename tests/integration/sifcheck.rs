@@ -28,7 +28,11 @@ pub struct Desc {
 
 impl Desc {
     pub fn digest(&self) -> String {
-        let end = self.extra.iter().position(|&b| b == 0).unwrap_or(self.extra.len());
+        let end = self
+            .extra
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.extra.len());
         String::from_utf8(self.extra[..end].to_vec()).unwrap()
     }
     pub fn data<'a>(&self, file: &'a [u8]) -> &'a [u8] {
@@ -122,13 +126,21 @@ pub struct Oci {
 }
 
 pub fn blob<'a>(sif: &'a Sif, digest: &str) -> &'a Desc {
-    let found: Vec<_> = sif.objects.iter().filter(|d| d.dtype == BLOB && d.digest() == digest).collect();
+    let found: Vec<_> = sif
+        .objects
+        .iter()
+        .filter(|d| d.dtype == BLOB && d.digest() == digest)
+        .collect();
     assert_eq!(found.len(), 1, "exactly one object holds {digest}");
     found[0]
 }
 
 pub fn oci(sif: &Sif, file: &[u8]) -> Oci {
-    let roots: Vec<_> = sif.objects.iter().filter(|d| d.dtype == ROOT_INDEX).collect();
+    let roots: Vec<_> = sif
+        .objects
+        .iter()
+        .filter(|d| d.dtype == ROOT_INDEX)
+        .collect();
     assert_eq!(roots.len(), 1, "exactly one RootIndex");
     let index_bytes = roots[0].data(file).to_vec();
     let index: serde_json::Value = serde_json::from_slice(&index_bytes).unwrap();
@@ -138,7 +150,14 @@ pub fn oci(sif: &Sif, file: &[u8]) -> Oci {
     let cdigest = manifest["config"]["digest"].as_str().unwrap();
     let config_bytes = blob(sif, cdigest).data(file).to_vec();
     let config: serde_json::Value = serde_json::from_slice(&config_bytes).unwrap();
-    Oci { index, index_bytes, manifest, manifest_bytes, config, config_bytes }
+    Oci {
+        index,
+        index_bytes,
+        manifest,
+        manifest_bytes,
+        config,
+        config_bytes,
+    }
 }
 
 /// Spec section 9, invariants 1-11 and 15 for a deterministic OCI-SIF we wrote.
@@ -148,14 +167,27 @@ pub fn assert_oci_sif_invariants(file: &[u8], verify_overlay_digest: bool) {
     // 1: framing.
     assert_eq!(sif.desc_offset, 4096);
     assert_eq!(sif.desc_size, 585 * sif.total);
-    assert_eq!(sif.free, sif.total - sif.objects.len() as i64, "DescriptorsFree");
+    assert_eq!(
+        sif.free,
+        sif.total - sif.objects.len() as i64,
+        "DescriptorsFree"
+    );
     assert!(sif.unused_slots_zero, "unused slots are zero");
     let end = sif.objects.iter().map(|d| d.offset + d.size).max().unwrap();
     assert_eq!(file.len() as u64, end, "file ends at the last object");
-    assert_eq!((sif.data_offset + sif.data_size) as u64, end, "DataOffset + DataSize");
+    assert_eq!(
+        (sif.data_offset + sif.data_size) as u64,
+        end,
+        "DataOffset + DataSize"
+    );
     // 2, 3: object kinds and framing.
     for d in &sif.objects {
-        assert!(d.dtype == ROOT_INDEX || d.dtype == BLOB, "object {} type {:#x}", d.id, d.dtype);
+        assert!(
+            d.dtype == ROOT_INDEX || d.dtype == BLOB,
+            "object {} type {:#x}",
+            d.id,
+            d.dtype
+        );
         assert_eq!(d.group, 0xF000_0001, "object {} group", d.id);
         assert_eq!(d.link, 0);
         assert!(d.name.is_empty());
@@ -168,7 +200,12 @@ pub fn assert_oci_sif_invariants(file: &[u8], verify_overlay_digest: bool) {
     assert!(sif.launch.iter().all(|&b| b == 0));
     assert_eq!(&sif.arch, b"00\0");
     for d in &sif.objects {
-        assert_eq!((d.created, d.modified), (GO_ZERO, GO_ZERO), "object {} times", d.id);
+        assert_eq!(
+            (d.created, d.modified),
+            (GO_ZERO, GO_ZERO),
+            "object {} times",
+            d.id
+        );
     }
     let o = oci(&sif, file);
     let layers = o.manifest["layers"].as_array().unwrap();
@@ -180,7 +217,10 @@ pub fn assert_oci_sif_invariants(file: &[u8], verify_overlay_digest: bool) {
     let mut seen = std::collections::HashSet::new();
     for d in &sif.objects {
         let text = d.digest();
-        assert!(text.starts_with("sha256:") && text.len() == 71, "digest text {text}");
+        assert!(
+            text.starts_with("sha256:") && text.len() == 71,
+            "digest text {text}"
+        );
         assert!(d.extra[71..].iter().all(|&b| b == 0));
         assert!(seen.insert(text.clone()), "duplicate digest {text}");
         if verify_overlay_digest || Some(&text) != overlay_digest.as_ref() {
@@ -196,19 +236,32 @@ pub fn assert_oci_sif_invariants(file: &[u8], verify_overlay_digest: bool) {
         referenced.push(d.id);
     }
     for d in &sif.objects {
-        assert!(d.dtype == ROOT_INDEX || referenced.contains(&d.id), "orphan object {}", d.id);
+        assert!(
+            d.dtype == ROOT_INDEX || referenced.contains(&d.id),
+            "orphan object {}",
+            d.id
+        );
     }
     // 8, 9: the RootIndex.
     assert_eq!(o.index["schemaVersion"], 2);
-    assert_eq!(o.index["mediaType"], "application/vnd.oci.image.index.v1+json");
+    assert_eq!(
+        o.index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
     let entries = o.index["manifests"].as_array().unwrap();
     assert_eq!(entries.len(), 1);
     let main = entries[0].as_object().unwrap();
     let keys: Vec<&str> = main.keys().map(|k| k.as_str()).collect();
     assert_eq!(keys, ["mediaType", "size", "digest", "artifactType"]);
-    assert_eq!(main["size"].as_u64().unwrap(), o.manifest_bytes.len() as u64);
+    assert_eq!(
+        main["size"].as_u64().unwrap(),
+        o.manifest_bytes.len() as u64
+    );
     assert_eq!(main["digest"].as_str().unwrap(), sha256(&o.manifest_bytes));
-    let artifact = o.manifest.get("artifactType").unwrap_or(&o.manifest["config"]["mediaType"]);
+    let artifact = o
+        .manifest
+        .get("artifactType")
+        .unwrap_or(&o.manifest["config"]["mediaType"]);
     assert_eq!(&main["artifactType"], artifact);
     // Compact JSON, no newline.
     assert!(!o.index_bytes.contains(&b'\n') && !o.manifest_bytes.contains(&b'\n'));
@@ -216,7 +269,9 @@ pub fn assert_oci_sif_invariants(file: &[u8], verify_overlay_digest: bool) {
     let diff_ids = o.config["rootfs"]["diff_ids"].as_array().unwrap();
     assert_eq!(diff_ids.len(), layers.len());
     for (l, id) in layers.iter().zip(diff_ids) {
-        if verify_overlay_digest || Some(l["digest"].as_str().unwrap().to_string()) != overlay_digest {
+        if verify_overlay_digest
+            || Some(l["digest"].as_str().unwrap().to_string()) != overlay_digest
+        {
             assert_eq!(l["digest"], *id);
         }
     }

@@ -1,0 +1,357 @@
+//! The on-disk header (128 bytes) and descriptor (585 bytes), little-endian and packed.
+
+use super::types::{Arch, DataType, FsType, HashType, PartType};
+use crate::error::{Error, Result};
+
+pub const HEADER_LEN: usize = 128;
+pub const DESCRIPTOR_LEN: usize = 585;
+pub const MAGIC: &[u8; 10] = b"SIF_MAGIC\0";
+pub const VERSION: &[u8; 3] = b"01\0";
+pub const NAME_LEN: usize = 128;
+pub const EXTRA_LEN: usize = 384;
+/// The group mask every writer ORs into `GroupID` (spec 3.1).
+pub const GROUP_MASK: u32 = 0xF000_0000;
+/// Go's zero `time.Time` as Unix seconds: the timestamp of deterministic images.
+pub const GO_ZERO_TIME: i64 = -62_135_596_800;
+
+fn i64_at(b: &[u8], at: usize) -> i64 {
+    i64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+fn put(out: &mut [u8], at: usize, bytes: &[u8]) {
+    out[at..at + bytes.len()].copy_from_slice(bytes);
+}
+
+/// The global header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub launch_script: [u8; 32],
+    pub arch: Arch,
+    /// The raw arch bytes, kept so an unknown code survives a rewrite.
+    pub arch_raw: [u8; 3],
+    pub id: [u8; 16],
+    pub created_at: i64,
+    pub modified_at: i64,
+    pub descriptors_free: i64,
+    pub descriptors_total: i64,
+    pub descriptors_offset: i64,
+    pub descriptors_size: i64,
+    pub data_offset: i64,
+    pub data_size: i64,
+}
+
+impl Header {
+    pub fn parse(b: &[u8; HEADER_LEN]) -> Result<Header> {
+        if &b[32..42] != MAGIC {
+            return Err(Error::malformed("invalid SIF magic"));
+        }
+        if &b[42..45] != VERSION {
+            return Err(Error::unsupported(format!(
+                "incompatible SIF version {:?}",
+                String::from_utf8_lossy(&b[42..45]).trim_end_matches('\0')
+            )));
+        }
+        Ok(Header {
+            launch_script: b[..32].try_into().unwrap(),
+            arch: Arch::from_bytes(&b[45..48]),
+            arch_raw: b[45..48].try_into().unwrap(),
+            id: b[48..64].try_into().unwrap(),
+            created_at: i64_at(b, 64),
+            modified_at: i64_at(b, 72),
+            descriptors_free: i64_at(b, 80),
+            descriptors_total: i64_at(b, 88),
+            descriptors_offset: i64_at(b, 96),
+            descriptors_size: i64_at(b, 104),
+            data_offset: i64_at(b, 112),
+            data_size: i64_at(b, 120),
+        })
+    }
+
+    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        put(&mut b, 0, &self.launch_script);
+        put(&mut b, 32, MAGIC);
+        put(&mut b, 42, VERSION);
+        put(&mut b, 45, &self.arch_raw);
+        put(&mut b, 48, &self.id);
+        for (i, v) in [
+            self.created_at,
+            self.modified_at,
+            self.descriptors_free,
+            self.descriptors_total,
+            self.descriptors_offset,
+            self.descriptors_size,
+            self.data_offset,
+            self.data_size,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            put(&mut b, 64 + 8 * i, &v.to_le_bytes());
+        }
+        b
+    }
+
+    pub fn set_arch(&mut self, arch: Arch) {
+        self.arch = arch;
+        self.arch_raw = arch.to_bytes();
+    }
+
+    /// The launch script with trailing NULs trimmed.
+    pub fn launch_script_text(&self) -> String {
+        let end = self
+            .launch_script
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(0, |i| i + 1);
+        String::from_utf8_lossy(&self.launch_script[..end]).into_owned()
+    }
+
+    /// A deterministic image: nil UUID and Go zero times (edits keep the zero time).
+    pub fn is_deterministic(&self) -> bool {
+        self.id == [0; 16] && self.created_at == GO_ZERO_TIME && self.modified_at == GO_ZERO_TIME
+    }
+}
+
+/// Where a descriptor links to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    None,
+    Object(u32),
+    Group(u32),
+}
+
+/// Partition metadata (Extra of a partition object).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partition {
+    pub fs_type: FsType,
+    pub part_type: PartType,
+    pub arch: Arch,
+}
+
+impl Partition {
+    pub fn to_extra(self) -> Vec<u8> {
+        let mut extra = Vec::with_capacity(11);
+        extra.extend_from_slice(&self.fs_type.code().to_le_bytes());
+        extra.extend_from_slice(&self.part_type.code().to_le_bytes());
+        extra.extend_from_slice(&self.arch.to_bytes());
+        extra
+    }
+}
+
+/// One descriptor slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Descriptor {
+    pub data_type: DataType,
+    pub used: bool,
+    pub id: u32,
+    /// Raw field, mask included (`0xF0000001` for group 1).
+    pub group_id: u32,
+    /// Raw field: 0, an object id, or `0xF0000000 | group`.
+    pub linked_id: u32,
+    pub offset: u64,
+    pub size: u64,
+    pub size_with_padding: u64,
+    pub created_at: i64,
+    pub modified_at: i64,
+    pub uid: i64,
+    pub gid: i64,
+    /// Trailing NULs trimmed; at most 128 bytes.
+    pub name: Vec<u8>,
+    /// Always 384 bytes.
+    pub extra: Vec<u8>,
+}
+
+impl Descriptor {
+    /// An unused slot.
+    pub fn unused() -> Descriptor {
+        Descriptor {
+            data_type: DataType::Unknown(0),
+            used: false,
+            id: 0,
+            group_id: 0,
+            linked_id: 0,
+            offset: 0,
+            size: 0,
+            size_with_padding: 0,
+            created_at: 0,
+            modified_at: 0,
+            uid: 0,
+            gid: 0,
+            name: Vec::new(),
+            extra: vec![0; EXTRA_LEN],
+        }
+    }
+
+    pub fn parse(b: &[u8; DESCRIPTOR_LEN]) -> Result<Descriptor> {
+        let signed = |at: usize, what: &str| -> Result<u64> {
+            let v = i64_at(b, at);
+            u64::try_from(v).map_err(|_| Error::malformed(format!("negative {what} {v}")))
+        };
+        let used = b[4] != 0;
+        let name_end = b[73..201]
+            .iter()
+            .rposition(|&c| c != 0)
+            .map_or(0, |i| i + 1);
+        Ok(Descriptor {
+            data_type: DataType::from_code(i32::from_le_bytes(b[0..4].try_into().unwrap())),
+            used,
+            id: u32_at(b, 5),
+            group_id: u32_at(b, 9),
+            linked_id: u32_at(b, 13),
+            offset: if used {
+                signed(17, "offset")?
+            } else {
+                i64_at(b, 17) as u64
+            },
+            size: if used {
+                signed(25, "size")?
+            } else {
+                i64_at(b, 25) as u64
+            },
+            size_with_padding: if used {
+                signed(33, "size with padding")?
+            } else {
+                i64_at(b, 33) as u64
+            },
+            created_at: i64_at(b, 41),
+            modified_at: i64_at(b, 49),
+            uid: i64_at(b, 57),
+            gid: i64_at(b, 65),
+            name: b[73..73 + name_end].to_vec(),
+            extra: b[201..585].to_vec(),
+        })
+    }
+
+    pub fn to_bytes(&self) -> [u8; DESCRIPTOR_LEN] {
+        let mut b = [0u8; DESCRIPTOR_LEN];
+        if !self.used {
+            return b;
+        }
+        put(&mut b, 0, &self.data_type.code().to_le_bytes());
+        b[4] = 1;
+        put(&mut b, 5, &self.id.to_le_bytes());
+        put(&mut b, 9, &self.group_id.to_le_bytes());
+        put(&mut b, 13, &self.linked_id.to_le_bytes());
+        for (at, v) in [
+            (17, self.offset as i64),
+            (25, self.size as i64),
+            (33, self.size_with_padding as i64),
+            (41, self.created_at),
+            (49, self.modified_at),
+            (57, self.uid),
+            (65, self.gid),
+        ] {
+            put(&mut b, at, &v.to_le_bytes());
+        }
+        put(&mut b, 73, &self.name[..self.name.len().min(NAME_LEN)]);
+        put(&mut b, 201, &self.extra[..self.extra.len().min(EXTRA_LEN)]);
+        b
+    }
+
+    /// The group number, `None` for "no group".
+    pub fn group(&self) -> Option<u32> {
+        match self.group_id & !GROUP_MASK {
+            0 => None,
+            g => Some(g),
+        }
+    }
+
+    pub fn link(&self) -> Link {
+        match self.linked_id {
+            0 => Link::None,
+            l if l & GROUP_MASK == GROUP_MASK => Link::Group(l & !GROUP_MASK),
+            l => Link::Object(l),
+        }
+    }
+
+    /// End of the object's bytes.
+    pub fn end(&self) -> u64 {
+        self.offset + self.size
+    }
+
+    fn extra_i32(&self, at: usize) -> i32 {
+        i32::from_le_bytes(self.extra[at..at + 4].try_into().unwrap())
+    }
+
+    pub fn partition(&self) -> Result<Partition> {
+        if self.data_type != DataType::Partition {
+            return Err(Error::malformed(format!(
+                "object {}: not a partition",
+                self.id
+            )));
+        }
+        Ok(Partition {
+            fs_type: FsType::from_code(self.extra_i32(0)),
+            part_type: PartType::from_code(self.extra_i32(4)),
+            arch: Arch::from_bytes(&self.extra[8..11]),
+        })
+    }
+
+    pub fn signature_hash(&self) -> HashType {
+        HashType::from_code(self.extra_i32(0))
+    }
+
+    /// The signing key fingerprint (first 20 bytes of Entity), if not all zero.
+    pub fn signature_entity(&self) -> Option<[u8; 20]> {
+        let fp: [u8; 20] = self.extra[4..24].try_into().unwrap();
+        (fp != [0; 20]).then_some(fp)
+    }
+
+    pub fn extra_code(&self, at: usize) -> i32 {
+        self.extra_i32(at)
+    }
+
+    /// The OCI digest text of an `OCI.RootIndex` / `OCI.Blob`, validated like the reference.
+    pub fn oci_digest(&self) -> Result<String> {
+        if !matches!(self.data_type, DataType::OciRootIndex | DataType::OciBlob) {
+            return Err(Error::malformed(format!(
+                "object {}: not an OCI object",
+                self.id
+            )));
+        }
+        let end = self
+            .extra
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.extra.len());
+        let text = std::str::from_utf8(&self.extra[..end])
+            .map_err(|_| Error::malformed(format!("object {}: digest is not text", self.id)))?;
+        crate::oci::Digest::parse(text).map_err(|e| e.context(format!("object {}", self.id)))?;
+        Ok(text.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptor_round_trips() {
+        let mut d = Descriptor::unused();
+        d.used = true;
+        d.data_type = DataType::Partition;
+        d.id = 3;
+        d.group_id = GROUP_MASK | 2;
+        d.linked_id = GROUP_MASK | 1;
+        d.offset = 40960;
+        d.size = 262144;
+        d.size_with_padding = 262144;
+        d.created_at = GO_ZERO_TIME;
+        d.name = b"part".to_vec();
+        d.extra = Partition {
+            fs_type: FsType::Ext3,
+            part_type: PartType::System,
+            arch: Arch::Amd64,
+        }
+        .to_extra();
+        d.extra.resize(EXTRA_LEN, 0);
+        let bytes = d.to_bytes();
+        assert_eq!(Descriptor::parse(&bytes).unwrap(), d);
+        assert_eq!(d.group(), Some(2));
+        assert_eq!(d.link(), Link::Group(1));
+        assert_eq!(d.partition().unwrap().arch, Arch::Amd64);
+    }
+}
