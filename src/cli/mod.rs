@@ -2,6 +2,7 @@
 //! 2 error (bad input, refused operation, I/O failure), printed as one line.
 
 mod overlay_cmds;
+mod sif_cmds;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,14 @@ enum Command {
     Verify(overlay_cmds::VerifyArgs),
     /// Finish or roll back an interrupted sifovl edit.
     Recover(overlay_cmds::RecoverArgs),
+    /// List the objects of a SIF (siftool format).
+    List(sif_cmds::ListArgs),
+    /// Show one object's descriptor (siftool format).
+    Info(sif_cmds::InfoArgs),
+    /// Show the global header (siftool format).
+    Header(sif_cmds::HeaderArgs),
+    /// Write one object's bytes to standard output.
+    Dump(sif_cmds::DumpArgs),
 }
 
 /// How a command that did not fail ended.
@@ -56,6 +65,10 @@ pub fn run() -> ExitCode {
         Command::Inspect(args) => overlay_cmds::inspect(args),
         Command::Verify(args) => overlay_cmds::verify(args),
         Command::Recover(args) => overlay_cmds::recover(args),
+        Command::List(args) => sif_cmds::list(args),
+        Command::Info(args) => sif_cmds::info(args),
+        Command::Header(args) => sif_cmds::header(args),
+        Command::Dump(args) => sif_cmds::dump(args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

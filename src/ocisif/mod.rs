@@ -72,12 +72,21 @@ impl OciImage {
 }
 
 /// Whether a SIF holds an OCI image: SingularityCE's test is exactly one `OCI.RootIndex`.
-pub fn is_oci_sif(container: &Container) -> bool {
-    container
+/// Several are an error here (SingularityCE would silently take the file for a native SIF).
+pub fn is_oci_sif(container: &Container) -> Result<bool> {
+    let roots: Vec<u32> = container
         .objects()
         .filter(|d| d.data_type == DataType::OciRootIndex)
-        .count()
-        == 1
+        .map(|d| d.id)
+        .collect();
+    match roots.len() {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(Error::malformed(format!(
+            "{} OCI.RootIndex objects {roots:?}: an OCI-SIF has exactly one (SingularityCE would take this for a native SIF)",
+            roots.len()
+        ))),
+    }
 }
 
 /// The one OCI object whose descriptor digest is `digest`.
@@ -120,6 +129,12 @@ pub fn read_small_object(
 
 /// Resolve the image of an OCI-SIF.
 pub fn read_image(file: &File, container: &Container) -> Result<OciImage> {
+    // Every OCI object's digest must be well formed, or lookups by digest mean nothing.
+    for d in container.objects() {
+        if matches!(d.data_type, DataType::OciBlob | DataType::OciRootIndex) {
+            d.oci_digest()?;
+        }
+    }
     let mut roots = container
         .objects()
         .filter(|d| d.data_type == DataType::OciRootIndex);

@@ -73,7 +73,7 @@ pub fn add_overlay(path: &Path, options: &AddOptions) -> Result<AddReport> {
         )));
     }
     // Refuse early, before building an overlay.
-    let oci = ocisif::is_oci_sif(&container);
+    let oci = ocisif::is_oci_sif(&container).map_err(|e| e.context(&name))?;
     if oci {
         let image = ocisif::read_image(&file, &container).map_err(|e| e.context(&name))?;
         if let Some(overlay) = image.overlay() {

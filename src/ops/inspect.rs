@@ -80,7 +80,7 @@ pub fn inspect(path: &Path, hash: bool) -> Result<InspectReport> {
         cosign: Vec::new(),
         signatures: signature_objects(&container),
     };
-    if ocisif::is_oci_sif(&container) {
+    if ocisif::is_oci_sif(&container).map_err(|e| e.context(&name))? {
         report.format = "oci-sif";
         let image = ocisif::read_image(&file, &container).map_err(|e| e.context(&name))?;
         report.index_digest = Some(crate::oci::Digest::of(&image.index_bytes).to_string());

@@ -66,7 +66,7 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
             )]
         },
     );
-    let oci = ocisif::is_oci_sif(&container);
+    let oci = ocisif::is_oci_sif(&container).map_err(|e| e.context(&name))?;
     if oci {
         // An image that cannot even be resolved is bad input, not a failed check.
         let image = ocisif::read_image(&file, &container).map_err(|e| e.context(&name))?;

@@ -104,6 +104,26 @@ const MAX_SLOTS: i64 = 1 << 20;
 impl Container {
     /// Read and validate the metadata of a SIF of `file_len` bytes.
     pub fn read(file: &File, file_len: u64) -> Result<Container> {
+        Self::read_with(|buf, offset| file.read_exact_at(buf, offset), file_len)
+    }
+
+    /// Read and validate the metadata of a SIF held in memory.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Container> {
+        let read = |buf: &mut [u8], offset: u64| -> std::io::Result<()> {
+            let start = usize::try_from(offset).map_err(|_| std::io::ErrorKind::UnexpectedEof)?;
+            let src = bytes
+                .get(start..start.saturating_add(buf.len()))
+                .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+            buf.copy_from_slice(src);
+            Ok(())
+        };
+        Self::read_with(read, bytes.len() as u64)
+    }
+
+    fn read_with(
+        read_exact_at: impl Fn(&mut [u8], u64) -> std::io::Result<()>,
+        file_len: u64,
+    ) -> Result<Container> {
         if file_len == 0 {
             return Err(Error::malformed("reading global header: EOF (empty file)"));
         }
@@ -113,8 +133,7 @@ impl Container {
             )));
         }
         let mut raw = [0u8; HEADER_LEN];
-        file.read_exact_at(&mut raw, 0)
-            .map_err(|e| Error::io("reading global header", e))?;
+        read_exact_at(&mut raw, 0).map_err(|e| Error::io("reading global header", e))?;
         let header = Header::parse(&raw)?;
         let total = header.descriptors_total;
         if !(0..=MAX_SLOTS).contains(&total) {
@@ -158,8 +177,7 @@ impl Container {
             )));
         }
         let mut table = vec![0u8; table_len as usize];
-        file.read_exact_at(&mut table, table_offset)
-            .map_err(|e| Error::io("reading descriptors", e))?;
+        read_exact_at(&mut table, table_offset).map_err(|e| Error::io("reading descriptors", e))?;
         let mut slots = Vec::with_capacity(total as usize);
         for (i, chunk) in table.chunks_exact(DESCRIPTOR_LEN).enumerate() {
             let d = Descriptor::parse(chunk.try_into().unwrap())
