@@ -278,6 +278,37 @@ impl Manifest {
     }
 }
 
+/// Top-level config keys in go-containerregistry's struct order: where the reference would
+/// serialise a key we add.
+const GGCR_CONFIG_ORDER: [&str; 12] = [
+    "architecture",
+    "author",
+    "container",
+    "created",
+    "docker_version",
+    "history",
+    "os",
+    "rootfs",
+    "config",
+    "os.version",
+    "variant",
+    "os.features",
+];
+
+/// Insert `key` (when absent) where ggcr would put it relative to the known keys present.
+fn insert_in_ggcr_order(obj: &mut Map<String, Value>, key: &str, value: Value) {
+    if obj.contains_key(key) {
+        return;
+    }
+    let rank = |k: &str| GGCR_CONFIG_ORDER.iter().position(|o| *o == k);
+    let mine = rank(key).unwrap_or(usize::MAX);
+    let at = obj
+        .keys()
+        .position(|k| rank(k).is_some_and(|r| r > mine))
+        .unwrap_or(obj.len());
+    obj.shift_insert(at, key.to_string(), value);
+}
+
 /// An image config. Only Docker/OCI image configs are edited.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -318,9 +349,8 @@ impl Config {
 
     fn diff_ids_mut(&mut self) -> &mut Vec<Value> {
         let obj = self.value.as_object_mut().expect("checked at parse");
-        let rootfs = obj
-            .entry("rootfs")
-            .or_insert_with(|| json!({"type": "layers"}));
+        insert_in_ggcr_order(obj, "rootfs", json!({"type": "layers"}));
+        let rootfs = obj.get_mut("rootfs").expect("just ensured");
         if !rootfs.is_object() {
             *rootfs = json!({"type": "layers"});
         }
@@ -347,9 +377,8 @@ impl Config {
     /// Append `{"created":"0001-01-01T00:00:00Z"}` to `history`, as `overlay create` does.
     pub fn push_empty_history(&mut self) {
         let obj = self.value.as_object_mut().expect("checked at parse");
-        let history = obj
-            .entry("history")
-            .or_insert_with(|| Value::Array(Vec::new()));
+        insert_in_ggcr_order(obj, "history", Value::Array(Vec::new()));
+        let history = obj.get_mut("history").expect("just ensured");
         if let Some(list) = history.as_array_mut() {
             list.push(json!({"created": ZERO_TIME}));
         }

@@ -428,6 +428,185 @@ fn native_sif_gets_an_overlay_partition_in_the_primary_group() {
     }
 }
 
+/// Build a deterministic OCI-SIF the way oci-tools lays it out: per image, layers, config,
+/// manifest; then the RootIndex. `images` are (manifest JSON, config bytes, layers, ref name).
+fn build_oci_sif(images: &[(serde_json::Value, Vec<u8>, Vec<Vec<u8>>, Option<String>)]) -> Vec<u8> {
+    use sifovl::oci::Digest;
+    use sifovl::sif::{CreateOptions, DataType, MemoryImage, ObjectSpec};
+    let blobs: usize = images.iter().map(|i| i.2.len() + 2).sum();
+    let mut image = MemoryImage::create(&CreateOptions {
+        capacity: blobs as u32 + 1 + 8,
+        ..CreateOptions::default()
+    })
+    .unwrap();
+    let time = sifovl::sif::GO_ZERO_TIME;
+    let mut entries = Vec::new();
+    for (manifest, config, layers, ref_name) in images {
+        for layer in layers {
+            image
+                .add(
+                    ObjectSpec::oci_blob(DataType::OciBlob, &Digest::of(layer), 0),
+                    layer,
+                    time,
+                )
+                .unwrap();
+        }
+        image
+            .add(
+                ObjectSpec::oci_blob(DataType::OciBlob, &Digest::of(config), 0),
+                config,
+                time,
+            )
+            .unwrap();
+        let bytes = serde_json::to_vec(manifest).unwrap();
+        image
+            .add(
+                ObjectSpec::oci_blob(DataType::OciBlob, &Digest::of(&bytes), 0),
+                &bytes,
+                time,
+            )
+            .unwrap();
+        let mut entry = serde_json::json!({"mediaType": manifest["mediaType"], "size": bytes.len(), "digest": Digest::of(&bytes).to_string()});
+        if let Some(name) = ref_name {
+            entry["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": name});
+        }
+        entries.push(entry);
+    }
+    let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries})).unwrap();
+    image
+        .add(
+            ObjectSpec::oci_blob(DataType::OciRootIndex, &Digest::of(&index), 0),
+            &index,
+            time,
+        )
+        .unwrap();
+    image.into_bytes()
+}
+
+fn manifest_for(
+    media_type: &str,
+    config_type: &str,
+    config: &[u8],
+    layers: &[(&str, &[u8])],
+) -> serde_json::Value {
+    serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": {"mediaType": config_type, "size": config.len(), "digest": sha256(config)},
+        "layers": layers.iter().map(|(t, l)| serde_json::json!({"mediaType": t, "size": l.len(), "digest": sha256(l)})).collect::<Vec<_>>(),
+    })
+}
+
+/// The squashfs layer of the sample image.
+fn sample_layer() -> Vec<u8> {
+    let bytes = std::fs::read(sample("sample.oci.sif")).unwrap();
+    let sif = sifcheck::parse(&bytes);
+    sif.objects[0].data(&bytes).to_vec()
+}
+
+#[test]
+fn cosign_entries_are_reported_then_dropped_with_their_blobs() {
+    require_tool!("mke2fs");
+    let layer = sample_layer();
+    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["DIFF"]},"config":{}}"#
+        .to_vec();
+    let config = String::from_utf8(config)
+        .unwrap()
+        .replace("DIFF", &sha256(&layer))
+        .into_bytes();
+    let main = manifest_for(
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.config.v1+json",
+        &config,
+        &[("application/vnd.sylabs.image.layer.v1.squashfs", &layer)],
+    );
+    let main_digest = sha256(&serde_json::to_vec(&main).unwrap());
+    let payload =
+        format!(r#"{{"critical":{{"image":{{"docker-manifest-digest":"{main_digest}"}}}}}}"#)
+            .into_bytes();
+    let sig_config =
+        br#"{"architecture":"","os":"","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#
+            .to_vec();
+    let sig = manifest_for(
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.config.v1+json",
+        &sig_config,
+        &[("application/vnd.dev.cosign.simplesigning.v1+json", &payload)],
+    );
+    let name = format!(
+        "_cosign:sha256-{}.sig",
+        main_digest.trim_start_matches("sha256:")
+    );
+    let bytes = build_oci_sif(&[
+        (main, config, vec![layer], None),
+        (sig, sig_config, vec![payload], Some(name.clone())),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("signed.oci.sif");
+    std::fs::write(&image, &bytes).unwrap();
+
+    let inspect = json(&run_ok(sifovl().args(["inspect", "--json"]).arg(&image)));
+    assert_eq!(inspect["cosign"][0]["ref_name"], name.as_str());
+    assert!(
+        run(&["verify"], &image).status.success(),
+        "a consistent signed image verifies"
+    );
+
+    let out = run(&["add", "--sparse"], &image);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("removed 1 cosign"),
+        "{}",
+        stderr(&out)
+    );
+    let after = std::fs::read(&image).unwrap();
+    // The signature's three blobs are gone with its entry: nothing orphaned (invariant 21, 7).
+    assert_oci_sif_invariants(&after, true);
+    assert_eq!(sifcheck::parse(&after).objects.len(), 5);
+}
+
+#[test]
+fn docker_v2_media_types_are_kept_and_unknown_config_fields_survive() {
+    require_tool!("mke2fs");
+    let layer = sample_layer();
+    let config = format!(
+        r#"{{"architecture":"amd64","container_config":{{"Hostname":"abc","Cmd":["/bin/sh"]}},"created":"2024-02-03T04:05:06.123456789Z","docker_version":"24.0.7","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}},"config":{{"Env":["A=<&>"]}},"x-vendor":{{"keep":true}}}}"#,
+        sha256(&layer)
+    )
+    .into_bytes();
+    let manifest = manifest_for(
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.container.image.v1+json",
+        &config,
+        &[("application/vnd.sylabs.image.layer.v1.squashfs", &layer)],
+    );
+    let bytes = build_oci_sif(&[(manifest, config.clone(), vec![layer], None)]);
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("docker.oci.sif");
+    std::fs::write(&image, &bytes).unwrap();
+    run_ok(sifovl().args(["add", "--sparse"]).arg(&image));
+    let after = std::fs::read(&image).unwrap();
+    assert_oci_sif_invariants(&after, true);
+    let o = sifcheck::oci(&sifcheck::parse(&after), &after);
+    assert_eq!(
+        o.manifest["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        o.index["manifests"][0]["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        o.index["manifests"][0]["artifactType"],
+        "application/vnd.docker.container.image.v1+json"
+    );
+    let text = String::from_utf8(o.config_bytes.clone()).unwrap();
+    // Unknown fields and their order are kept; Go's HTML escaping is applied.
+    assert!(text.starts_with(r#"{"architecture":"amd64","container_config":{"Hostname":"abc","Cmd":["/bin/sh"]},"created":"2024-02-03T04:05:06.123456789Z","docker_version":"24.0.7","history":[{"created":"0001-01-01T00:00:00Z"}],"os":"linux","rootfs":"#), "{text}");
+    assert!(text.contains(r#""Env":["A=\u003c\u0026\u003e"]"#), "{text}");
+    assert!(text.ends_with(r#","x-vendor":{"keep":true}}"#), "{text}");
+}
+
 #[test]
 fn a_second_writer_is_told_the_file_is_in_use() {
     let (_dir, image) = scratch("sample.oci.sif");
