@@ -430,7 +430,9 @@ fn native_sif_gets_an_overlay_partition_in_the_primary_group() {
 
 /// Build a deterministic OCI-SIF the way oci-tools lays it out: per image, layers, config,
 /// manifest; then the RootIndex. `images` are (manifest JSON, config bytes, layers, ref name).
-fn build_oci_sif(images: &[(serde_json::Value, Vec<u8>, Vec<Vec<u8>>, Option<String>)]) -> Vec<u8> {
+type ImageParts = (serde_json::Value, Vec<u8>, Vec<Vec<u8>>, Option<String>);
+
+fn build_oci_sif(images: &[ImageParts]) -> Vec<u8> {
     use sifovl::oci::Digest;
     use sifovl::sif::{CreateOptions, DataType, MemoryImage, ObjectSpec};
     let blobs: usize = images.iter().map(|i| i.2.len() + 2).sum();
