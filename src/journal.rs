@@ -460,12 +460,14 @@ impl<'a> Edit<'a> {
         let what = || format!("{}: staging new data", self.path.display());
         let mut buf = vec![0u8; CHUNK];
         let mut done = 0u64;
+        let progress = crate::progress::task("writing", len);
         while done < len {
             let n = (len - done).min(CHUNK as u64) as usize;
             data.read_exact(&mut buf[..n]).with_context(what)?;
             if !(sparse && buf[..n].iter().all(|&b| b == 0)) {
                 write_at(self.file, &buf[..n], start + done).with_context(what)?;
             }
+            progress.advance(n as u64);
             done += n as u64;
         }
         if self.file.metadata().with_context(what)?.len() < start + len {

@@ -20,6 +20,7 @@ pub mod journal;
 pub mod oci;
 pub mod ocisif;
 pub mod ops;
+pub mod progress;
 pub mod sif;
 
 pub use error::{Error, ErrorKind, Result};

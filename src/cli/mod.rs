@@ -59,6 +59,7 @@ pub fn print_json<T: serde::Serialize>(value: &T) {
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    install_progress();
     let result = match cli.command {
         Command::Add(args) => overlay_cmds::add(args),
         Command::Reconcile(args) => overlay_cmds::reconcile(args),
@@ -78,5 +79,48 @@ pub fn run() -> ExitCode {
             eprintln!("sifovl: {}", e.to_string().replace('\n', " "));
             ExitCode::from(2)
         }
+    }
+}
+
+/// Progress bars on standard error, only when it is a terminal.
+struct TerminalProgress;
+
+struct Bar(indicatif::ProgressBar);
+
+impl sifovl::progress::Reporter for TerminalProgress {
+    fn start(&self, label: &str, total_bytes: u64) -> Box<dyn sifovl::progress::Task> {
+        // Short work finishes before a bar could help.
+        if total_bytes < 64 << 20 {
+            return Box::new(Bar(indicatif::ProgressBar::hidden()));
+        }
+        let bar = indicatif::ProgressBar::new(total_bytes);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg:>9} [{bar:32}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_message(label.to_string());
+        Box::new(Bar(bar))
+    }
+}
+
+impl sifovl::progress::Task for Bar {
+    fn advance(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+fn install_progress() {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        sifovl::progress::set_reporter(Box::new(TerminalProgress));
     }
 }

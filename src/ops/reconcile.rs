@@ -85,6 +85,7 @@ pub fn hash_range(file: &File, offset: u64, len: u64) -> Result<Digest> {
             }
         });
         let mut hasher = Sha256::new();
+        let progress = crate::progress::task("hashing", len);
         let mut done = 0u64;
         while done < len {
             let (buf, n) = full_rx
@@ -97,6 +98,7 @@ pub fn hash_range(file: &File, offset: u64, len: u64) -> Result<Digest> {
                     )
                 })?;
             hasher.update(&buf[..n]);
+            progress.advance(n as u64);
             done += n as u64;
             let _ = empty_tx.send(buf);
         }
