@@ -10,4 +10,5 @@ mod sif;
 mod sifcheck;
 mod squashfs;
 mod tar;
+mod tree;
 mod whiteout;
