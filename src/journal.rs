@@ -562,6 +562,7 @@ impl<'a> Edit<'a> {
     /// Make the edit durable and apply it.
     pub fn commit(mut self) -> Result<()> {
         let what = |p: &Path| format!("{}: committing edit", p.display());
+        self.record.ops = disjoint_zeroes(std::mem::take(&mut self.record.ops));
         // Staged data must never be overwritten by the operations that read it, or a replay
         // after a crash would copy garbage. Move any staged range that the final layout
         // reaches further out first (rare: only when new data outgrows what it replaces).
@@ -614,6 +615,51 @@ impl<'a> Edit<'a> {
         }
         Ok(())
     }
+}
+
+/// Cut every zeroed range around the bytes other operations write, so that no two
+/// operations touch the same byte. A replay after a crash may skip copies whose staged source
+/// is already gone (they completed); zeroes overlapping them would then wipe their result.
+fn disjoint_zeroes(ops: Vec<Op>) -> Vec<Op> {
+    let mut written: Vec<(u64, u64)> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Write { offset, bytes } => Some((*offset, offset + bytes.len() as u64)),
+            Op::Copy { dst, len, .. } => Some((*dst, dst + len)),
+            Op::Zero { .. } => None,
+        })
+        .collect();
+    written.sort();
+    let mut out = Vec::with_capacity(ops.len());
+    for op in ops {
+        let Op::Zero { offset, len } = op else {
+            out.push(op);
+            continue;
+        };
+        let (mut start, end) = (offset, offset + len);
+        for &(w_start, w_end) in &written {
+            if w_end <= start || w_start >= end {
+                continue;
+            }
+            if w_start > start {
+                out.push(Op::Zero {
+                    offset: start,
+                    len: w_start - start,
+                });
+            }
+            start = start.max(w_end);
+            if start >= end {
+                break;
+            }
+        }
+        if start < end {
+            out.push(Op::Zero {
+                offset: start,
+                len: end - start,
+            });
+        }
+    }
+    out
 }
 
 impl Drop for Edit<'_> {
@@ -773,6 +819,39 @@ mod tests {
         let err = recover(&path, &file).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Refused);
         assert_eq!(std::fs::read(&path).unwrap(), b"abc");
+    }
+
+    #[test]
+    fn zeroed_ranges_never_overlap_written_ones() {
+        let ops = vec![
+            Op::Zero {
+                offset: 0,
+                len: 100,
+            },
+            Op::Copy {
+                src: 1000,
+                dst: 10,
+                len: 20,
+                sparse: false,
+            },
+            Op::Write {
+                offset: 50,
+                bytes: vec![1; 10],
+            },
+            Op::Zero {
+                offset: 200,
+                len: 5,
+            },
+        ];
+        let out = disjoint_zeroes(ops);
+        let zeros: Vec<(u64, u64)> = out
+            .iter()
+            .filter_map(|op| match op {
+                Op::Zero { offset, len } => Some((*offset, *len)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(zeros, [(0, 10), (30, 20), (60, 40), (200, 5)]);
     }
 
     #[test]

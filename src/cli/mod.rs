@@ -26,6 +26,8 @@ enum Command {
     Add(overlay_cmds::AddArgs),
     /// Bring the OCI digests back in line with a changed overlay, in place.
     Reconcile(overlay_cmds::ReconcileArgs),
+    /// Turn the writable overlay into a read-only squashfs layer or partition.
+    Seal(overlay_cmds::SealArgs),
     /// Show the image at a glance.
     Inspect(overlay_cmds::InspectArgs),
     /// Hash every blob and check every reference and invariant.
@@ -63,6 +65,7 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Add(args) => overlay_cmds::add(args),
         Command::Reconcile(args) => overlay_cmds::reconcile(args),
+        Command::Seal(args) => overlay_cmds::seal(args),
         Command::Inspect(args) => overlay_cmds::inspect(args),
         Command::Verify(args) => overlay_cmds::verify(args),
         Command::Recover(args) => overlay_cmds::recover(args),

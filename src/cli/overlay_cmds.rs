@@ -205,3 +205,64 @@ pub fn recover(args: RecoverArgs) -> Result<Outcome> {
     }
     Ok(Outcome::Success)
 }
+
+#[derive(Args)]
+#[command(after_help = "Examples:
+  sifovl seal image.oci.sif                     # gzip squashfs layer, owners kept
+  sifovl seal --root-owned image.oci.sif        # every owner 0:0, as SingularityCE does
+  sifovl seal --compression zstd:19 image.oci.sif
+  sifovl seal --force native.sif                # native SIF: squashfs overlay partition")]
+pub struct SealArgs {
+    /// The image whose writable overlay becomes read-only.
+    pub image: PathBuf,
+    /// gzip[:1-9] (default, as mksquashfs), zstd[:1-22], xz or lz4.
+    #[arg(long, default_value = "gzip")]
+    pub compression: String,
+    /// Squashfs block size in bytes (4096 to 1048576, a power of two).
+    #[arg(long, default_value_t = 131072)]
+    pub block_size: u32,
+    /// Map every owner to 0:0, as the reference `overlay seal` does.
+    #[arg(long)]
+    pub root_owned: bool,
+    /// Seal even if SIF signatures will no longer verify.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn seal(args: SealArgs) -> Result<Outcome> {
+    let options = ops::seal::SealOptions {
+        compression: sifovl::fs::squashfs::Compression::parse(&args.compression)?,
+        block_size: args.block_size,
+        root_owned: args.root_owned,
+        force: args.force,
+    };
+    let report = ops::seal::seal(&args.image, &options)?;
+    for id in &report.invalidated_signatures {
+        eprintln!("sifovl: warning: SIF signature object {id} no longer verifies");
+    }
+    if report.dropped_cosign_entries > 0 {
+        eprintln!(
+            "sifovl: warning: removed {} cosign signature/attestation entries (the new manifest invalidates them)",
+            report.dropped_cosign_entries
+        );
+    }
+    if args.json {
+        print_json(&report);
+    } else {
+        println!(
+            "{}: sealed {} entries of a {} MiB overlay into a {}-byte squashfs (object {} at offset {}); file {} -> {} bytes",
+            report.image,
+            report.entries,
+            report.overlay_size >> 20,
+            report.squashfs_size,
+            report.object,
+            report.offset,
+            report.file_size_before,
+            report.file_size_after
+        );
+    }
+    Ok(Outcome::Success)
+}

@@ -48,7 +48,7 @@ pub enum EntryKind {
 }
 
 /// One extended attribute; the name includes its namespace (`user.foo`, `trusted.overlay.opaque`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Xattr {
     pub name: Vec<u8>,
     pub value: Vec<u8>,

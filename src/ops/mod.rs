@@ -4,6 +4,7 @@
 pub mod add;
 pub mod inspect;
 pub mod reconcile;
+pub mod seal;
 pub mod verify;
 
 use std::fs::File;

@@ -18,6 +18,7 @@ fn faulted_run(old: &[u8], args: &[&str], n: u64, work: &Path) -> (bool, Vec<u8>
         .args(args)
         .arg(work)
         .env("SIFOVL_FAULT_AT", n.to_string())
+        .env("SOURCE_DATE_EPOCH", "1700000000")
         .output()
         .unwrap();
     let completed = out.status.success();
@@ -40,7 +41,13 @@ fn assert_crash_safe(old: &[u8], args: &[&str], random_trials: usize) {
     // The new state: the same edit, uninterrupted.
     std::fs::write(&work, old).unwrap();
     let started = Instant::now();
-    run_ok(sifovl().args(args).arg(&work));
+    // A fixed SOURCE_DATE_EPOCH makes every run write the same bytes (seal stamps it).
+    run_ok(
+        sifovl()
+            .args(args)
+            .arg(&work)
+            .env("SOURCE_DATE_EPOCH", "1700000000"),
+    );
     let duration = started.elapsed();
     let new = std::fs::read(&work).unwrap();
     assert_ne!(new, old, "{args:?} changed nothing");
@@ -73,6 +80,7 @@ fn assert_crash_safe(old: &[u8], args: &[&str], random_trials: usize) {
         let mut child = sifovl()
             .args(args)
             .arg(&work)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -123,4 +131,23 @@ fn slow_reconcile_is_crash_safe() {
     let old = std::fs::read(&image).unwrap();
     assert_crash_safe(&old, &["reconcile"], 150);
     let _ = Command::new("true").status();
+}
+
+#[test]
+fn slow_seal_is_crash_safe() {
+    require_tool!("mke2fs");
+    require_tool!("debugfs");
+    let (dir, image) = scratch("sample.oci.sif");
+    run_ok(sifovl().args(["add", "--sparse"]).arg(&image));
+    let payload = dir.path().join("payload");
+    std::fs::write(&payload, vec![7u8; 200_000]).unwrap();
+    simulate_writable_run(
+        &image,
+        &[
+            &format!("write {} /upper/payload", payload.display()),
+            "mkdir /upper/d",
+        ],
+    );
+    let old = std::fs::read(&image).unwrap();
+    assert_crash_safe(&old, &["seal"], 100);
 }

@@ -74,9 +74,36 @@ pub fn simulate_writable_run(image: &Path, debugfs_commands: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let ext3 = dir.path().join("overlay.img");
     std::fs::write(&ext3, &bytes[offset as usize..(offset + size) as usize]).unwrap();
+    // One debugfs session; `mknod` only takes a name in the current directory.
+    let mut script = String::new();
     for cmd in debugfs_commands {
-        run_ok(Command::new("debugfs").args(["-w", "-R", cmd]).arg(&ext3));
+        match cmd
+            .strip_prefix("mknod ")
+            .and_then(|rest| rest.split_once(' '))
+        {
+            Some((path, spec)) if path.contains('/') => {
+                let (dir, name) = path.rsplit_once('/').unwrap();
+                script.push_str(&format!(
+                    "cd {}\nmknod {name} {spec}\ncd /\n",
+                    if dir.is_empty() { "/" } else { dir }
+                ));
+            }
+            _ => {
+                script.push_str(cmd);
+                script.push('\n');
+            }
+        }
     }
+    let script_path = dir.path().join("debugfs.cmds");
+    std::fs::write(&script_path, script).unwrap();
+    let out = run_ok(
+        Command::new("debugfs")
+            .arg("-w")
+            .arg("-f")
+            .arg(&script_path)
+            .arg(&ext3),
+    );
+    let _ = out;
     let changed = std::fs::read(&ext3).unwrap();
     assert_eq!(changed.len() as u64, size);
     bytes[offset as usize..(offset + size) as usize].copy_from_slice(&changed);

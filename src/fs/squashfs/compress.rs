@@ -1,0 +1,187 @@
+//! Block compressors as squashfs uses them.
+
+use std::io::Write;
+
+use crate::error::{Error, Result};
+
+/// A squashfs compressor and its level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// zlib stream (squashfs "gzip"); mksquashfs uses level 9, window 15.
+    Gzip {
+        level: u32,
+    },
+    Zstd {
+        level: i32,
+    },
+    Xz,
+    Lz4,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Gzip { level: 9 }
+    }
+}
+
+impl Compression {
+    /// The superblock compression id.
+    pub fn id(self) -> u16 {
+        match self {
+            Compression::Gzip { .. } => 1,
+            Compression::Xz => 4,
+            Compression::Lz4 => 5,
+            Compression::Zstd { .. } => 6,
+        }
+    }
+
+    /// Compressor options stored after the superblock, when the format needs them.
+    pub fn options(self) -> Option<Vec<u8>> {
+        match self {
+            // The kernel's lz4 support requires the options: version 1 (legacy), no flags.
+            Compression::Lz4 => Some([1i32.to_le_bytes(), 0i32.to_le_bytes()].concat()),
+            // Non-default levels are recorded so tools can report them.
+            Compression::Gzip { level } if level != 9 => Some(
+                [
+                    level.to_le_bytes().as_slice(),
+                    &15u16.to_le_bytes(),
+                    &0u16.to_le_bytes(),
+                ]
+                .concat(),
+            ),
+            Compression::Zstd { level } if level != 15 => Some(level.to_le_bytes().to_vec()),
+            _ => None,
+        }
+    }
+
+    /// Parse a command-line name: `gzip`, `zstd`, `zstd:19`, `xz`, `lz4`, `gzip:6`.
+    pub fn parse(text: &str) -> Result<Compression> {
+        let (name, level) = match text.split_once(':') {
+            Some((n, l)) => (n, Some(l)),
+            None => (text, None),
+        };
+        let bad = || {
+            Error::refused(format!(
+                "compression {text:?}: expected gzip[:1-9], zstd[:1-22], xz or lz4"
+            ))
+        };
+        Ok(match name {
+            "gzip" => {
+                let level = level
+                    .map(|l| l.parse().map_err(|_| bad()))
+                    .transpose()?
+                    .unwrap_or(9);
+                if !(1..=9).contains(&level) {
+                    return Err(bad());
+                }
+                Compression::Gzip { level }
+            }
+            "zstd" => {
+                let level = level
+                    .map(|l| l.parse().map_err(|_| bad()))
+                    .transpose()?
+                    .unwrap_or(15);
+                if !(1..=22).contains(&level) {
+                    return Err(bad());
+                }
+                Compression::Zstd { level }
+            }
+            "xz" if level.is_none() => Compression::Xz,
+            "lz4" if level.is_none() => Compression::Lz4,
+            _ => return Err(bad()),
+        })
+    }
+
+    /// Compress one block. The caller stores the block uncompressed when the result is
+    /// not smaller.
+    pub fn compress(self, data: &[u8]) -> Vec<u8> {
+        match self {
+            Compression::Gzip { level } => {
+                let mut e = flate2::write::ZlibEncoder::new(
+                    Vec::with_capacity(data.len() / 2),
+                    flate2::Compression::new(level),
+                );
+                e.write_all(data).expect("writing to memory");
+                e.finish().expect("writing to memory")
+            }
+            Compression::Zstd { level } => {
+                zstd::bulk::compress(data, level).expect("zstd in memory")
+            }
+            Compression::Xz => {
+                let mut out = Vec::with_capacity(data.len() / 2);
+                let stream = xz2::stream::Stream::new_easy_encoder(6, xz2::stream::Check::Crc32)
+                    .expect("xz encoder");
+                let mut e = xz2::write::XzEncoder::new_stream(&mut out, stream);
+                e.write_all(data).expect("writing to memory");
+                e.finish().expect("writing to memory");
+                out
+            }
+            Compression::Lz4 => lz4_flex::block::compress(data),
+        }
+    }
+
+    /// Decompress one block of at most `limit` bytes.
+    pub fn decompress(self, data: &[u8], limit: usize) -> Result<Vec<u8>> {
+        use std::io::Read;
+        let fail = |e: String| Error::malformed(format!("squashfs: decompressing a block: {e}"));
+        let mut out = Vec::new();
+        match self {
+            Compression::Gzip { .. } => {
+                flate2::read::ZlibDecoder::new(data)
+                    .take(limit as u64 + 1)
+                    .read_to_end(&mut out)
+                    .map_err(|e| fail(e.to_string()))?;
+            }
+            Compression::Zstd { .. } => {
+                zstd::stream::read::Decoder::new(data)
+                    .map_err(|e| fail(e.to_string()))?
+                    .take(limit as u64 + 1)
+                    .read_to_end(&mut out)
+                    .map_err(|e| fail(e.to_string()))?;
+            }
+            Compression::Xz => {
+                xz2::read::XzDecoder::new(data)
+                    .take(limit as u64 + 1)
+                    .read_to_end(&mut out)
+                    .map_err(|e| fail(e.to_string()))?;
+            }
+            Compression::Lz4 => {
+                out = lz4_flex::block::decompress(data, limit).map_err(|e| fail(e.to_string()))?;
+            }
+        }
+        if out.len() > limit {
+            return Err(fail(format!("more than {limit} bytes")));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_compressor_round_trips() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 97) as u8).collect();
+        for c in [
+            Compression::Gzip { level: 9 },
+            Compression::Zstd { level: 3 },
+            Compression::Xz,
+            Compression::Lz4,
+        ] {
+            let packed = c.compress(&data);
+            assert!(packed.len() < data.len(), "{c:?}");
+            assert_eq!(c.decompress(&packed, data.len()).unwrap(), data, "{c:?}");
+            assert!(
+                c.decompress(&packed, 10).is_err(),
+                "{c:?} ignores the limit"
+            );
+        }
+        assert_eq!(
+            Compression::parse("zstd:19").unwrap(),
+            Compression::Zstd { level: 19 }
+        );
+        assert!(Compression::parse("gzip:0").is_err());
+        assert!(Compression::parse("brotli").is_err());
+    }
+}

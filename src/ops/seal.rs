@@ -1,0 +1,309 @@
+//! `seal`: turn the writable ext3 overlay into a read-only squashfs layer (OCI-SIF) or a
+//! squashfs overlay partition (native SIF), reading the ext3 directly from the image and
+//! streaming its `upper/` tree into a squashfs writer: no mount, no external program.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::{open_for_edit, signature_objects};
+use crate::error::{Error, Result};
+use crate::fs::entry::{Entry, EntryKind, EntrySink, EntrySource};
+use crate::fs::ext::ExtFs;
+use crate::fs::squashfs::{Compression, SquashfsWriter, WriterOptions};
+use crate::journal::Edit;
+use crate::oci::model::{self, Descriptor};
+use crate::ocisif::{self, BlobData, NewBlob, NewImage};
+use crate::sif::{Container, DataType, FsType, ObjectSpec, PartType};
+
+/// Options of `sifovl seal`.
+#[derive(Debug, Clone)]
+pub struct SealOptions {
+    pub compression: Compression,
+    pub block_size: u32,
+    /// Map every owner to 0:0, as the reference (fuse2fs `uid=0,gid=0`) does.
+    pub root_owned: bool,
+    /// Seal even though SIF signatures will no longer verify.
+    pub force: bool,
+}
+
+impl Default for SealOptions {
+    fn default() -> Self {
+        SealOptions {
+            compression: Compression::default(),
+            block_size: 128 * 1024,
+            root_owned: false,
+            force: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SealReport {
+    pub image: String,
+    pub format: &'static str,
+    /// The object that holds the squashfs now.
+    pub object: u32,
+    pub offset: u64,
+    pub squashfs_size: u64,
+    pub overlay_size: u64,
+    pub digest: Option<String>,
+    pub entries: u64,
+    pub dropped_markers: u64,
+    pub file_size_before: u64,
+    pub file_size_after: u64,
+    pub dropped_cosign_entries: usize,
+    pub invalidated_signatures: Vec<u32>,
+}
+
+/// The entries of `upper/` as the sealed layer must hold them: fuse-overlayfs's dangling
+/// `.wh..opq` 0/0 devices dropped (as the reference's mksquashfs exclude does), owners
+/// mapped to root when asked.
+struct SealFilter<S> {
+    inner: S,
+    root_owned: bool,
+    dropped: u64,
+    entries: u64,
+}
+
+impl<S: EntrySource> EntrySource for SealFilter<S> {
+    fn next_entry(&mut self) -> Result<Option<Entry>> {
+        loop {
+            let Some(mut entry) = self.inner.next_entry()? else {
+                return Ok(None);
+            };
+            if entry.name() == b".wh..opq" && !entry.path.is_empty() {
+                self.dropped += 1;
+                continue;
+            }
+            if self.root_owned {
+                entry.metadata.uid = 0;
+                entry.metadata.gid = 0;
+            }
+            self.entries += 1;
+            return Ok(Some(entry));
+        }
+    }
+
+    fn read_content(&mut self) -> Result<Box<dyn Read + '_>> {
+        self.inner.read_content()
+    }
+}
+
+/// Write the sealed squashfs of the overlay at `overlay_offset` into `file` at `at`.
+fn write_squashfs(
+    file: &File,
+    overlay_offset: u64,
+    overlay_size: u64,
+    at: u64,
+    options: &SealOptions,
+) -> Result<(u64, u64, u64)> {
+    let ext = ExtFs::open(file, overlay_offset, overlay_size)?;
+    if ext.needs_recovery() {
+        return Err(Error::refused(
+            "the overlay's ext3 journal needs recovery (the job that wrote it was killed): \
+             run the container once more with --writable and exit normally, or extract the \
+             overlay, run `e2fsck -fy` on it and write it back, then seal",
+        ));
+    }
+    let upper = ext
+        .walk_dir(b"upper")
+        .map_err(|e| e.context("overlay upper/"))?;
+    let mut source = SealFilter {
+        inner: upper,
+        root_owned: options.root_owned,
+        dropped: 0,
+        entries: 0,
+    };
+    let mut writer = SquashfsWriter::new(
+        file,
+        at,
+        WriterOptions {
+            compression: options.compression,
+            block_size: options.block_size,
+            // Reproducible builds' convention; otherwise the current time, as mksquashfs.
+            mkfs_time: std::env::var("SOURCE_DATE_EPOCH")
+                .ok()
+                .and_then(|v| v.parse().ok()),
+            ..WriterOptions::default()
+        },
+    )?;
+    let progress = crate::progress::task("sealing", overlay_size);
+    while let Some(entry) = source.next_entry()? {
+        if let EntryKind::File { size } = entry.kind {
+            let mut content = source.read_content()?;
+            writer.add_entry(&entry, Some(&mut content))?;
+            progress.advance(size);
+        } else {
+            writer.add_entry(&entry, None)?;
+        }
+    }
+    let len = writer.finish()?;
+    Ok((len, source.entries, source.dropped))
+}
+
+/// Seal the overlay of the image at `path`.
+pub fn seal(path: &Path, options: &SealOptions) -> Result<SealReport> {
+    let name = path.display().to_string();
+    let ctx = |e: Error| e.context(&name);
+    let (file, mut container) = open_for_edit(path)?;
+    let signatures = signature_objects(&container);
+    if !signatures.is_empty() && !options.force {
+        return Err(Error::refused(format!(
+            "{name}: signed with SIF signatures (objects {signatures:?}); sealing would invalidate them. Use --force to seal anyway"
+        )));
+    }
+    let size_before = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut report = SealReport {
+        image: name.clone(),
+        format: "native",
+        object: 0,
+        offset: 0,
+        squashfs_size: 0,
+        overlay_size: 0,
+        digest: None,
+        entries: 0,
+        dropped_markers: 0,
+        file_size_before: size_before,
+        file_size_after: 0,
+        dropped_cosign_entries: 0,
+        invalidated_signatures: signatures,
+    };
+    let mut edit = Edit::begin(path, &file)?;
+    if ocisif::is_oci_sif(&container).map_err(ctx)? {
+        report.format = "oci-sif";
+        seal_oci(&file, &mut container, &mut edit, options, &mut report).map_err(ctx)?;
+    } else {
+        seal_native(&file, &mut container, &mut edit, options, &mut report).map_err(ctx)?;
+    }
+    edit.commit()?;
+    report.file_size_after = file.metadata().map(|m| m.len()).unwrap_or(0);
+    Ok(report)
+}
+
+fn seal_oci(
+    file: &File,
+    container: &mut Container,
+    edit: &mut Edit<'_>,
+    options: &SealOptions,
+    report: &mut SealReport,
+) -> Result<()> {
+    let image = ocisif::read_image(file, container)?;
+    let overlay = image
+        .overlay()
+        .ok_or_else(|| {
+            Error::refused("image does not contain a writable overlay (last layer is not ext3)")
+        })?
+        .clone();
+    let (staged, len) = edit.stage_with(|f, at| {
+        let (len, entries, dropped) =
+            write_squashfs(f, overlay.offset, overlay.object_size, at, options)?;
+        report.entries = entries;
+        report.dropped_markers = dropped;
+        Ok(len)
+    })?;
+    let digest = super::reconcile::hash_range(file, staged, len)?;
+    let layer = Descriptor {
+        media_type: model::SQUASHFS_LAYER.to_string(),
+        size: len,
+        digest,
+    };
+    let last = image.layers.len() - 1;
+    let mut manifest = image.manifest.clone();
+    manifest.set_layer(last, &layer);
+    let mut config = image.config.clone();
+    if image.has_image_config() {
+        let ids = config.diff_ids("config")?;
+        if ids.len() != image.layers.len() {
+            return Err(Error::malformed(format!(
+                "config has {} diff_ids for {} layers",
+                ids.len(),
+                image.layers.len()
+            )));
+        }
+        config.set_diff_id(last, &digest);
+    }
+    let blob = NewBlob {
+        digest,
+        size: len,
+        data: BlobData::Staged {
+            offset: staged,
+            sparse: false,
+        },
+    };
+    let new = NewImage::build(&image, manifest, &config, vec![blob])?;
+    let on_disk = container.metadata_bytes();
+    let summary = ocisif::replace_image(container, edit, &on_disk, &image, new)?;
+    let (object, _) = summary
+        .written
+        .iter()
+        .find(|(_, d)| *d == digest)
+        .copied()
+        .ok_or_else(|| {
+            Error::malformed(format!("sealed layer {digest} is already in the image"))
+        })?;
+    report.object = object;
+    report.offset = container.object(object)?.offset;
+    report.squashfs_size = len;
+    report.overlay_size = overlay.object_size;
+    report.digest = Some(digest.to_string());
+    report.dropped_cosign_entries = image.cosign.len();
+    Ok(())
+}
+
+fn seal_native(
+    file: &File,
+    container: &mut Container,
+    edit: &mut Edit<'_>,
+    options: &SealOptions,
+    report: &mut SealReport,
+) -> Result<()> {
+    let overlay = container
+        .objects()
+        .find(|d| {
+            d.data_type == DataType::Partition
+                && d.partition()
+                    .is_ok_and(|p| p.fs_type == FsType::Ext3 && p.part_type == PartType::Overlay)
+        })
+        .cloned()
+        .ok_or_else(|| Error::refused("image does not contain a writable overlay partition"))?;
+    let partition = overlay.partition()?;
+    let group = overlay.group().unwrap_or(1);
+    let (staged, len) = edit.stage_with(|_, at| {
+        let (len, entries, dropped) =
+            write_squashfs(file, overlay.offset, overlay.size, at, options)?;
+        report.entries = entries;
+        report.dropped_markers = dropped;
+        Ok(len)
+    })?;
+    let on_disk = container.metadata_bytes();
+    let time = container.time_for_edit();
+    let removed = container.delete(overlay.id, time)?;
+    container.compact();
+    let placed = container.plan_add(
+        ObjectSpec::partition(
+            FsType::Squashfs,
+            PartType::Overlay,
+            partition.arch,
+            group,
+            len,
+        ),
+        time,
+    )?;
+    let final_len = container.data_end();
+    let zero_end = removed.end().min(final_len);
+    if zero_end > removed.offset {
+        edit.zero(removed.offset, zero_end - removed.offset);
+    }
+    edit.copy(staged, placed.offset, len, false);
+    edit.set_final_len(final_len);
+    ocisif::write_metadata_changes(edit, &on_disk, &container.metadata_bytes());
+    report.object = placed.id;
+    report.offset = placed.offset;
+    report.squashfs_size = len;
+    report.overlay_size = overlay.size;
+    report.digest = None;
+    Ok(())
+}
