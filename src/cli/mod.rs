@@ -34,6 +34,8 @@ enum Command {
     Verify(overlay_cmds::VerifyArgs),
     /// Finish or roll back an interrupted sifovl edit.
     Recover(overlay_cmds::RecoverArgs),
+    /// Pack a directory into a squashfs image with sifovl's writer.
+    Mksquashfs(overlay_cmds::MksquashfsArgs),
     /// List the objects of a SIF (siftool format).
     List(sif_cmds::ListArgs),
     /// Show one object's descriptor (siftool format).
@@ -69,6 +71,7 @@ pub fn run() -> ExitCode {
         Command::Inspect(args) => overlay_cmds::inspect(args),
         Command::Verify(args) => overlay_cmds::verify(args),
         Command::Recover(args) => overlay_cmds::recover(args),
+        Command::Mksquashfs(args) => overlay_cmds::mksquashfs(args),
         Command::List(args) => sif_cmds::list(args),
         Command::Info(args) => sif_cmds::info(args),
         Command::Header(args) => sif_cmds::header(args),

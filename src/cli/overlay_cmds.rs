@@ -266,3 +266,49 @@ pub fn seal(args: SealArgs) -> Result<Outcome> {
     }
     Ok(Outcome::Success)
 }
+
+#[derive(Args)]
+#[command(after_help = "Examples:
+  sifovl mksquashfs rootfs/ layer.sqfs
+  sifovl mksquashfs --compression zstd:19 --mkfs-time 0 rootfs/ layer.sqfs   # reproducible")]
+pub struct MksquashfsArgs {
+    /// Directory to pack (symlinks are stored, not followed; xattrs and hard links kept).
+    pub dir: PathBuf,
+    /// The squashfs image to create (overwritten).
+    pub output: PathBuf,
+    /// gzip[:1-9] (default, as mksquashfs), zstd[:1-22], xz or lz4.
+    #[arg(long, default_value = "gzip")]
+    pub compression: String,
+    /// Block size in bytes (4096 to 1048576, a power of two).
+    #[arg(long, default_value_t = 131072)]
+    pub block_size: u32,
+    /// Superblock time (seconds since the epoch); default now.
+    #[arg(long)]
+    pub mkfs_time: Option<u32>,
+    /// Compression threads (default: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+pub fn mksquashfs(args: MksquashfsArgs) -> Result<Outcome> {
+    use sifovl::error::ResultExt;
+    use sifovl::fs::entry::copy_entries;
+    use sifovl::fs::squashfs::{Compression, SquashfsWriter, WriterOptions};
+    let mut source = sifovl::fs::dir::DirSource::new(&args.dir)?;
+    let file = std::fs::File::create(&args.output).with_context(|| args.output.display())?;
+    let mut writer = SquashfsWriter::new(
+        &file,
+        0,
+        WriterOptions {
+            compression: Compression::parse(&args.compression)?,
+            block_size: args.block_size,
+            mkfs_time: args.mkfs_time,
+            threads: args.threads,
+        },
+    )?;
+    let entries = copy_entries(&mut source, &mut writer)?;
+    let len = writer.finish()?;
+    file.set_len(len).with_context(|| args.output.display())?;
+    println!("{}: {entries} entries, {len} bytes", args.output.display());
+    Ok(Outcome::Success)
+}

@@ -1,1 +1,270 @@
-//! Integration tests: squashfs.
+//! Integration tests: our squashfs writer checked with squashfs-tools (unsquashfs listing and
+//! extraction), squashfs-tools-ng (sqfsdiff against a mksquashfs image of the same tree) and
+//! the source tree itself.
+
+use std::path::Path;
+use std::process::Command;
+
+use sifovl::fs::dir::DirSource;
+use sifovl::fs::entry::copy_entries;
+use sifovl::fs::squashfs::{Compression, SquashfsWriter, WriterOptions};
+
+use crate::require_tool;
+use crate::tree::host_listing;
+use crate::util::run_ok;
+
+/// The ext tests' tree plus squashfs edge cases: 10k entries, exact and block+1 sizes.
+fn make_tree(root: &Path) {
+    crate::ext::make_tree(root);
+    // Squashfs times are unsigned 32-bit: a pre-1970 time cannot be stored.
+    run_ok(
+        Command::new("touch")
+            .args(["-h", "-d", "2001-02-03 04:05:06 UTC"])
+            .arg(root.join("empty")),
+    );
+    std::fs::create_dir(root.join("huge-dir")).unwrap();
+    for i in 0..10_000 {
+        std::fs::write(root.join(format!("huge-dir/{i:05}")), []).unwrap();
+    }
+    let block: Vec<u8> = (0..131072u32).map(|i| (i * 31 % 256) as u8).collect();
+    std::fs::write(root.join("one-block"), &block).unwrap();
+    let mut plus = block.clone();
+    plus.push(9);
+    std::fs::write(root.join("block-plus-one"), &plus).unwrap();
+    // The same content twice: stored once.
+    std::fs::write(root.join("dup-of-one-block"), &block).unwrap();
+    std::fs::write(root.join("dup-small"), b"hello\n").unwrap();
+}
+
+fn write_image(tree: &Path, out: &Path, compression: Compression) -> u64 {
+    let file = std::fs::File::create(out).unwrap();
+    let mut writer = SquashfsWriter::new(
+        &file,
+        0,
+        WriterOptions {
+            compression,
+            mkfs_time: Some(1_700_000_000),
+            ..WriterOptions::default()
+        },
+    )
+    .unwrap();
+    copy_entries(&mut DirSource::new(tree).unwrap(), &mut writer).unwrap();
+    let len = writer.finish().unwrap();
+    assert_eq!(len % 4096, 0);
+    assert_eq!(
+        std::fs::metadata(out).unwrap().len(),
+        len,
+        "nothing written past the reported end"
+    );
+    len
+}
+
+fn listing_without_root(root: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut l = host_listing(root);
+    l.retain(|k, _| !k.is_empty());
+    l
+}
+
+#[test]
+fn unsquashfs_extracts_exactly_the_source_tree_for_every_compressor() {
+    require_tool!("unsquashfs");
+    require_tool!("setfattr");
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    make_tree(&tree);
+    let expected = listing_without_root(&tree);
+    for (name, compression) in [
+        ("gzip", Compression::Gzip { level: 9 }),
+        ("zstd", Compression::Zstd { level: 3 }),
+        ("xz", Compression::Xz),
+        ("lz4", Compression::Lz4),
+    ] {
+        let image = dir.path().join(format!("{name}.sqfs"));
+        write_image(&tree, &image, compression);
+        let out = dir.path().join(format!("out-{name}"));
+        run_ok(
+            Command::new("unsquashfs")
+                .args(["-no-progress", "-d"])
+                .arg(&out)
+                .arg(&image),
+        );
+        let got = listing_without_root(&out);
+        assert_eq!(got.len(), expected.len(), "{name}: entry count");
+        for (path, want) in &expected {
+            assert_eq!(got.get(path), Some(want), "{name}: {path}");
+        }
+    }
+}
+
+#[test]
+fn listing_and_contents_match_mksquashfs_of_the_same_tree() {
+    require_tool!("mksquashfs");
+    require_tool!("sqfsdiff");
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    make_tree(&tree);
+    let ours = dir.path().join("ours.sqfs");
+    let ours_len = write_image(&tree, &ours, Compression::default());
+    let theirs = dir.path().join("mksquashfs.sqfs");
+    run_ok(Command::new("mksquashfs").arg(&tree).arg(&theirs).args([
+        "-noappend",
+        "-quiet",
+        "-no-progress",
+        "-mkfs-time",
+        "1700000000",
+    ]));
+    let list = |p: &Path| {
+        String::from_utf8(run_ok(
+            Command::new("unsquashfs").args(["-lls", "-n"]).arg(p),
+        ))
+        .unwrap()
+    };
+    let (a, b) = (list(&ours), list(&theirs));
+    assert_eq!(a.lines().count(), b.lines().count());
+    // Directory sizes depend on how entries are grouped under headers; everything else
+    // (modes, owners, sizes, device numbers, times, names, link targets) must agree.
+    let normal = |line: &str| -> String {
+        if line.starts_with('d') {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            format!("{} {} {}", f[0], f[1], f[3..].join(" "))
+        } else {
+            line.to_string()
+        }
+    };
+    for (la, lb) in a.lines().zip(b.lines()) {
+        assert_eq!(normal(la), normal(lb));
+    }
+    // sqfsdiff: same entries, contents, types, permissions, owners and times.
+    run_ok(
+        Command::new("sqfsdiff")
+            .arg("--timestamps")
+            .arg("--old")
+            .arg(&theirs)
+            .arg("--new")
+            .arg(&ours),
+    );
+    // Sizes within 2% of mksquashfs's at the same settings.
+    let theirs_len = std::fs::metadata(&theirs).unwrap().len();
+    assert!(
+        ours_len as f64 <= theirs_len as f64 * 1.02,
+        "ours {ours_len} vs mksquashfs {theirs_len}"
+    );
+}
+
+#[test]
+fn deterministic_mode_writes_identical_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("a"), vec![3u8; 400_000]).unwrap();
+    std::fs::write(tree.join("b"), b"small").unwrap();
+    let (x, y) = (dir.path().join("x"), dir.path().join("y"));
+    write_image(&tree, &x, Compression::default());
+    write_image(&tree, &y, Compression::default());
+    assert_eq!(std::fs::read(&x).unwrap(), std::fs::read(&y).unwrap());
+}
+
+#[test]
+fn writes_at_an_offset_inside_another_file() {
+    require_tool!("unsquashfs");
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("f"), b"inside").unwrap();
+    let host = dir.path().join("host.bin");
+    std::fs::write(&host, vec![0xEEu8; 10_000]).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&host)
+        .unwrap();
+    let mut writer = SquashfsWriter::new(
+        &file,
+        7777,
+        WriterOptions {
+            mkfs_time: Some(0),
+            ..WriterOptions::default()
+        },
+    )
+    .unwrap();
+    copy_entries(&mut DirSource::new(&tree).unwrap(), &mut writer).unwrap();
+    let len = writer.finish().unwrap();
+    let bytes = std::fs::read(&host).unwrap();
+    assert!(
+        bytes[..7777].iter().all(|&b| b == 0xEE),
+        "bytes before the offset untouched"
+    );
+    let image = dir.path().join("x.sqfs");
+    std::fs::write(&image, &bytes[7777..7777 + len as usize]).unwrap();
+    let out = dir.path().join("out");
+    run_ok(
+        Command::new("unsquashfs")
+            .args(["-no-progress", "-d"])
+            .arg(&out)
+            .arg(&image),
+    );
+    assert_eq!(std::fs::read(out.join("f")).unwrap(), b"inside");
+}
+
+#[test]
+fn bad_input_streams_are_refused() {
+    use sifovl::fs::entry::{Entry, EntryKind, EntrySink, Metadata};
+    let dir = tempfile::tempdir().unwrap();
+    let file = std::fs::File::create(dir.path().join("x")).unwrap();
+    let mut w = SquashfsWriter::new(&file, 0, WriterOptions::default()).unwrap();
+    let entry = |path: &str, kind: EntryKind| Entry {
+        path: path.as_bytes().to_vec(),
+        kind,
+        metadata: Metadata::default(),
+    };
+    let err = w
+        .add_entry(&entry("missing/child", EntryKind::Fifo), None)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("parent directory was not added"),
+        "{err}"
+    );
+    w.add_entry(&entry("d", EntryKind::Directory), None)
+        .unwrap();
+    let err = w
+        .add_entry(&entry("d", EntryKind::Directory), None)
+        .unwrap_err();
+    assert!(err.to_string().contains("added twice"), "{err}");
+    let err = w
+        .add_entry(
+            &entry(
+                "l",
+                EntryKind::HardLink {
+                    target: b"nope".to_vec(),
+                },
+            ),
+            None,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("not added"), "{err}");
+    let err = w
+        .add_entry(
+            &entry(
+                "l",
+                EntryKind::HardLink {
+                    target: b"d".to_vec(),
+                },
+            ),
+            None,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("directory"), "{err}");
+    assert!(
+        SquashfsWriter::new(
+            &file,
+            0,
+            WriterOptions {
+                block_size: 3000,
+                ..WriterOptions::default()
+            }
+        )
+        .is_err()
+    );
+}

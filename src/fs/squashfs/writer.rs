@@ -141,6 +141,8 @@ struct MetaWriter {
     compression: Compression,
     buf: Vec<u8>,
     out: Vec<u8>,
+    /// Compressed start of every flushed block.
+    starts: Vec<u64>,
 }
 
 impl MetaWriter {
@@ -149,6 +151,7 @@ impl MetaWriter {
             compression,
             buf: Vec::with_capacity(METADATA_BLOCK),
             out: Vec::new(),
+            starts: Vec::new(),
         }
     }
 
@@ -168,7 +171,21 @@ impl MetaWriter {
         }
     }
 
+    /// Uncompressed bytes written so far.
+    fn uncompressed_len(&self) -> u64 {
+        self.starts.len() as u64 * METADATA_BLOCK as u64 + self.buf.len() as u64
+    }
+
+    /// Compressed start of uncompressed block `index` (the current one if not yet flushed).
+    fn block_start(&self, index: usize) -> u64 {
+        self.starts
+            .get(index)
+            .copied()
+            .unwrap_or(self.out.len() as u64)
+    }
+
     fn flush_block(&mut self) {
+        self.starts.push(self.out.len() as u64);
         let packed = self.compression.compress(&self.buf);
         if packed.len() < self.buf.len() {
             self.out
@@ -520,7 +537,8 @@ impl<'f> SquashfsWriter<'f> {
             };
             let uid = id_index(node.meta.uid);
             let gid = id_index(node.meta.gid);
-            let mtime = node.meta.mtime.clamp(0, u32::MAX as i64) as u32;
+            // Squashfs times are unsigned 32-bit; wrap as mksquashfs does.
+            let mtime = node.meta.mtime as u32;
             let (block, offset) = inodes.position();
             let mut body = Vec::new();
             let extended = xattr != NO_XATTR;
@@ -529,23 +547,42 @@ impl<'f> SquashfsWriter<'f> {
                 Kind::Dir(children) => {
                     // The listing goes to the directory table first.
                     let (dblock, doffset) = dirs.position();
-                    let listing = self.dir_listing(children);
+                    let (listing, headers) = self.dir_listing(children);
+                    let listing_start = dirs.uncompressed_len();
                     dirs.write(&listing);
                     let file_size = listing.len() as u64 + 3;
+                    // Directory index (as mksquashfs): one entry per header that begins in a
+                    // later metadata block of the directory table, so lookups can skip ahead.
+                    let mut index = Vec::new();
+                    let mut last_block = listing_start / METADATA_BLOCK as u64;
+                    for (offset, name) in headers {
+                        let block = (listing_start + offset as u64) / METADATA_BLOCK as u64;
+                        if block != last_block {
+                            index.extend_from_slice(&offset.to_le_bytes());
+                            index.extend_from_slice(
+                                &(dirs.block_start(block as usize) as u32).to_le_bytes(),
+                            );
+                            index.extend_from_slice(&((name.len() - 1) as u32).to_le_bytes());
+                            index.extend_from_slice(name);
+                            last_block = block;
+                        }
+                    }
+                    let index_count = index_entries(&index);
                     let parent = if n == 0 {
                         inode_count + 1
                     } else {
                         self.nodes[parent_of[n]].inode_number
                     };
-                    if extended || file_size > u16::MAX as u64 {
+                    if extended || file_size > u16::MAX as u64 || index_count > 0 {
                         itype = inode_type::DIR + inode_type::EXTENDED;
                         body.extend_from_slice(&node.nlink.to_le_bytes());
                         body.extend_from_slice(&(file_size as u32).to_le_bytes());
                         body.extend_from_slice(&(dblock as u32).to_le_bytes());
                         body.extend_from_slice(&parent.to_le_bytes());
-                        body.extend_from_slice(&0u16.to_le_bytes());
+                        body.extend_from_slice(&(index_count as u16).to_le_bytes());
                         body.extend_from_slice(&doffset.to_le_bytes());
                         body.extend_from_slice(&xattr.to_le_bytes());
+                        body.extend_from_slice(&index);
                     } else {
                         itype = inode_type::DIR;
                         body.extend_from_slice(&(dblock as u32).to_le_bytes());
@@ -820,26 +857,34 @@ impl<'f> SquashfsWriter<'f> {
     }
 
     /// The directory table listing of a directory's (sorted) children.
-    fn dir_listing(&self, children: &[usize]) -> Vec<u8> {
+    fn dir_listing(&self, children: &[usize]) -> (Vec<u8>, Vec<(u32, &[u8])>) {
         let mut out = Vec::new();
+        let mut headers = Vec::new();
         let mut i = 0;
         while i < children.len() {
             let first = self.target(children[i]);
             let start = first.inode_ref >> 16;
             let base = first.inode_number;
             let mut run = Vec::new();
+            // Like mksquashfs, a run (header plus entries) stays within one metadata block's
+            // worth of bytes, so a directory index could point at every header.
+            let mut run_bytes = 12;
             while i < children.len() && run.len() < 256 {
                 let node = self.target(children[i]);
                 let delta = node.inode_number as i64 - base as i64;
+                let entry_bytes = 8 + self.nodes[children[i]].name.len();
                 if node.inode_ref >> 16 != start
                     || delta < i16::MIN as i64
                     || delta > i16::MAX as i64
+                    || (!run.is_empty() && run_bytes + entry_bytes > METADATA_BLOCK)
                 {
                     break;
                 }
+                run_bytes += entry_bytes;
                 run.push((children[i], node, delta as i16));
                 i += 1;
             }
+            headers.push((out.len() as u32, self.nodes[run[0].0].name.as_slice()));
             out.extend_from_slice(&((run.len() - 1) as u32).to_le_bytes());
             out.extend_from_slice(&(start as u32).to_le_bytes());
             out.extend_from_slice(&base.to_le_bytes());
@@ -852,7 +897,7 @@ impl<'f> SquashfsWriter<'f> {
                 out.extend_from_slice(name);
             }
         }
-        out
+        (out, headers)
     }
 
     /// The node that holds the inode of `n` (itself, or a hard link's target).
@@ -862,6 +907,17 @@ impl<'f> SquashfsWriter<'f> {
             _ => &self.nodes[n],
         }
     }
+}
+
+/// Entries in an encoded directory index.
+fn index_entries(mut index: &[u8]) -> usize {
+    let mut count = 0;
+    while index.len() >= 12 {
+        let name_len = u32::from_le_bytes(index[8..12].try_into().unwrap()) as usize + 1;
+        index = &index[12 + name_len..];
+        count += 1;
+    }
+    count
 }
 
 fn basic_type(kind: &Kind) -> u16 {
