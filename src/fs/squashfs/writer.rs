@@ -594,9 +594,9 @@ impl<'f> SquashfsWriter<'f> {
                 }
                 Kind::File(f) => {
                     let (frag, frag_off) = f.fragment.unwrap_or((NO_FRAGMENT, 0));
+                    // As mksquashfs: sparse blocks alone do not need the extended form.
                     let basic = !extended
                         && node.nlink == 1
-                        && f.sparse == 0
                         && f.size <= u32::MAX as u64
                         && f.blocks_start <= u32::MAX as u64;
                     if basic {
@@ -609,7 +609,9 @@ impl<'f> SquashfsWriter<'f> {
                         itype = inode_type::FILE + inode_type::EXTENDED;
                         body.extend_from_slice(&f.blocks_start.to_le_bytes());
                         body.extend_from_slice(&f.size.to_le_bytes());
-                        body.extend_from_slice(&f.sparse.to_le_bytes());
+                        // mksquashfs never records a file as wholly sparse.
+                        let sparse = if f.sparse >= f.size && f.size > 0 { f.size - 1 } else { f.sparse };
+                        body.extend_from_slice(&sparse.to_le_bytes());
                         body.extend_from_slice(&node.nlink.to_le_bytes());
                         body.extend_from_slice(&frag.to_le_bytes());
                         body.extend_from_slice(&frag_off.to_le_bytes());
