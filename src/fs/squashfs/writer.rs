@@ -594,9 +594,11 @@ impl<'f> SquashfsWriter<'f> {
                 }
                 Kind::File(f) => {
                     let (frag, frag_off) = f.fragment.unwrap_or((NO_FRAGMENT, 0));
-                    // As mksquashfs: sparse blocks alone do not need the extended form.
+                    // As mksquashfs: a partly sparse file takes the extended form (which
+                    // records the sparse bytes); a wholly zero file does not.
                     let basic = !extended
                         && node.nlink == 1
+                        && (f.sparse == 0 || f.sparse >= f.size)
                         && f.size <= u32::MAX as u64
                         && f.blocks_start <= u32::MAX as u64;
                     if basic {
