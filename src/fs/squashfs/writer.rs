@@ -102,11 +102,15 @@ impl Pipeline {
                     loop {
                         let job = rx.lock().unwrap().recv();
                         let Ok((seq, raw)) = job else { return };
-                        let packed = compression.compress(&raw);
-                        let result = if packed.len() < raw.len() {
-                            (seq, packed, true)
-                        } else {
+                        let result = if compression.clearly_incompressible(&raw) {
                             (seq, raw, false)
+                        } else {
+                            let packed = compression.compress(&raw);
+                            if packed.len() < raw.len() {
+                                (seq, packed, true)
+                            } else {
+                                (seq, raw, false)
+                            }
                         };
                         if tx.send(result).is_err() {
                             return;
@@ -551,21 +555,16 @@ impl<'f> SquashfsWriter<'f> {
                     let listing_start = dirs.uncompressed_len();
                     dirs.write(&listing);
                     let file_size = listing.len() as u64 + 3;
-                    // Directory index (as mksquashfs): one entry per header that begins in a
-                    // later metadata block of the directory table, so lookups can skip ahead.
+                    // Directory index: where each index point's header lies in the table.
                     let mut index = Vec::new();
-                    let mut last_block = listing_start / METADATA_BLOCK as u64;
                     for (offset, name) in headers {
                         let block = (listing_start + offset as u64) / METADATA_BLOCK as u64;
-                        if block != last_block {
-                            index.extend_from_slice(&offset.to_le_bytes());
-                            index.extend_from_slice(
-                                &(dirs.block_start(block as usize) as u32).to_le_bytes(),
-                            );
-                            index.extend_from_slice(&((name.len() - 1) as u32).to_le_bytes());
-                            index.extend_from_slice(name);
-                            last_block = block;
-                        }
+                        index.extend_from_slice(&offset.to_le_bytes());
+                        index.extend_from_slice(
+                            &(dirs.block_start(block as usize) as u32).to_le_bytes(),
+                        );
+                        index.extend_from_slice(&((name.len() - 1) as u32).to_le_bytes());
+                        index.extend_from_slice(name);
                     }
                     let index_count = index_entries(&index);
                     let parent = if n == 0 {
@@ -612,7 +611,11 @@ impl<'f> SquashfsWriter<'f> {
                         body.extend_from_slice(&f.blocks_start.to_le_bytes());
                         body.extend_from_slice(&f.size.to_le_bytes());
                         // mksquashfs never records a file as wholly sparse.
-                        let sparse = if f.sparse >= f.size && f.size > 0 { f.size - 1 } else { f.sparse };
+                        let sparse = if f.sparse >= f.size && f.size > 0 {
+                            f.size - 1
+                        } else {
+                            f.sparse
+                        };
                         body.extend_from_slice(&sparse.to_le_bytes());
                         body.extend_from_slice(&node.nlink.to_le_bytes());
                         body.extend_from_slice(&frag.to_le_bytes());
@@ -860,48 +863,58 @@ impl<'f> SquashfsWriter<'f> {
         out
     }
 
-    /// The directory table listing of a directory's (sorted) children.
+    /// The directory table listing of a directory's (sorted) children, and its index
+    /// points: (offset in the listing, first name) of every header that mksquashfs's rule
+    /// starts because the entries since the previous index point would exceed a metadata
+    /// block. Headers also restart at 256 entries, at a change of inode block, and when the
+    /// inode number no longer fits the 16-bit delta.
     fn dir_listing(&self, children: &[usize]) -> (Vec<u8>, Vec<(u32, &[u8])>) {
         let mut out = Vec::new();
-        let mut headers = Vec::new();
-        let mut i = 0;
-        while i < children.len() {
-            let first = self.target(children[i]);
-            let start = first.inode_ref >> 16;
-            let base = first.inode_number;
-            let mut run = Vec::new();
-            // Like mksquashfs, a run (header plus entries) stays within one metadata block's
-            // worth of bytes, so a directory index could point at every header.
-            let mut run_bytes = 12;
-            while i < children.len() && run.len() < 256 {
-                let node = self.target(children[i]);
-                let delta = node.inode_number as i64 - base as i64;
-                let entry_bytes = 8 + self.nodes[children[i]].name.len();
-                if node.inode_ref >> 16 != start
-                    || delta < i16::MIN as i64
-                    || delta > i16::MAX as i64
-                    || (!run.is_empty() && run_bytes + entry_bytes > METADATA_BLOCK)
-                {
-                    break;
+        let mut index = Vec::new();
+        let mut header_at: Option<usize> = None;
+        let (mut count, mut start, mut base) = (0u32, 0u64, 0u32);
+        let mut index_point = 0usize;
+        for &child in children {
+            let node = self.target(child);
+            let name = self.nodes[child].name.as_slice();
+            let entry_bytes = 8 + name.len();
+            let delta = node.inode_number as i64 - base as i64;
+            let too_big =
+                header_at.is_some() && out.len() + entry_bytes - index_point > METADATA_BLOCK;
+            if header_at.is_none()
+                || count == 256
+                || node.inode_ref >> 16 != start
+                || delta < i16::MIN as i64
+                || delta > i16::MAX as i64
+                || too_big
+            {
+                if let Some(h) = header_at {
+                    out[h..h + 4].copy_from_slice(&(count - 1).to_le_bytes());
                 }
-                run_bytes += entry_bytes;
-                run.push((children[i], node, delta as i16));
-                i += 1;
+                if too_big {
+                    index.push((out.len() as u32, name));
+                    index_point = out.len();
+                }
+                header_at = Some(out.len());
+                count = 0;
+                start = node.inode_ref >> 16;
+                base = node.inode_number;
+                out.extend_from_slice(&0u32.to_le_bytes());
+                out.extend_from_slice(&(start as u32).to_le_bytes());
+                out.extend_from_slice(&base.to_le_bytes());
             }
-            headers.push((out.len() as u32, self.nodes[run[0].0].name.as_slice()));
-            out.extend_from_slice(&((run.len() - 1) as u32).to_le_bytes());
-            out.extend_from_slice(&(start as u32).to_le_bytes());
-            out.extend_from_slice(&base.to_le_bytes());
-            for (child, node, delta) in run {
-                let name = &self.nodes[child].name;
-                out.extend_from_slice(&((node.inode_ref & 0xffff) as u16).to_le_bytes());
-                out.extend_from_slice(&delta.to_le_bytes());
-                out.extend_from_slice(&basic_type(&node.kind).to_le_bytes());
-                out.extend_from_slice(&((name.len() - 1) as u16).to_le_bytes());
-                out.extend_from_slice(name);
-            }
+            let delta = (node.inode_number as i64 - base as i64) as i16;
+            out.extend_from_slice(&((node.inode_ref & 0xffff) as u16).to_le_bytes());
+            out.extend_from_slice(&delta.to_le_bytes());
+            out.extend_from_slice(&basic_type(&node.kind).to_le_bytes());
+            out.extend_from_slice(&((name.len() - 1) as u16).to_le_bytes());
+            out.extend_from_slice(name);
+            count += 1;
         }
-        (out, headers)
+        if let Some(h) = header_at {
+            out[h..h + 4].copy_from_slice(&(count - 1).to_le_bytes());
+        }
+        (out, index)
     }
 
     /// The node that holds the inode of `n` (itself, or a hard link's target).
