@@ -287,3 +287,76 @@ fn corrupted_images_give_clean_errors() {
         assert!(!err.to_string().contains('\n'), "{name}: {err}");
     }
 }
+
+#[test]
+fn file_contents_equal_ext4_views_where_it_can_read_them() {
+    require_tool!("mke2fs");
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("d/e")).unwrap();
+    for (i, size) in [
+        0usize,
+        1,
+        1023,
+        1024,
+        4096,
+        12 * 1024 + 1,
+        300 * 1024,
+        2 << 20,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let data: Vec<u8> = (0..size).map(|j| (j * 13 + i) as u8).collect();
+        std::fs::write(tree.join(format!("d/e/f{i}")), data).unwrap();
+    }
+    for kind in ["ext4", "ext3"] {
+        let image = dir.path().join(format!("{kind}.img"));
+        mkfs(kind, &tree, &image, 16);
+        let oracle = ext4_view::Ext4::load_from_path(&image).unwrap();
+        let file = std::fs::File::open(&image).unwrap();
+        let fs = ExtFs::open(&file, 0, std::fs::metadata(&image).unwrap().len()).unwrap();
+        let mut walk = fs.walk().unwrap();
+        let mut compared = 0;
+        while let Some(e) = walk.next_entry().unwrap() {
+            if let EntryKind::File { .. } = e.kind {
+                let mut ours = Vec::new();
+                walk.read_content().unwrap().read_to_end(&mut ours).unwrap();
+                let theirs = oracle.read(e.display_path().as_str()).unwrap();
+                assert!(ours == theirs, "{kind}: {}", e.display_path());
+                compared += 1;
+            }
+        }
+        assert_eq!(compared, 8, "{kind}");
+    }
+}
+
+#[test]
+fn a_directory_loop_is_an_error_not_a_hang() {
+    require_tool!("mke2fs");
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("a/b")).unwrap();
+    let image = dir.path().join("loop.img");
+    mkfs("ext3", &tree, &image, 4);
+    let script = dir.path().join("cmds");
+    std::fs::write(&script, "cd /a/b\nln /a loop\n").unwrap();
+    run_ok(
+        Command::new("debugfs")
+            .arg("-w")
+            .arg("-f")
+            .arg(&script)
+            .arg(&image),
+    );
+    let file = std::fs::File::open(&image).unwrap();
+    let fs = ExtFs::open(&file, 0, std::fs::metadata(&image).unwrap().len()).unwrap();
+    let mut walk = fs.walk().unwrap();
+    let err = loop {
+        match walk.next_entry() {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the loop was not noticed"),
+            Err(e) => break e,
+        }
+    };
+    assert!(err.to_string().contains("reached twice"), "{err}");
+}

@@ -480,7 +480,7 @@ impl<'f> ExtFs<'f> {
 
     /// The whole content of a small inode (directory, symlink), capped.
     fn read_all(&self, inode: &Inode, cap: u64, what: &str) -> Result<Vec<u8>> {
-        if inode.size > cap {
+        if inode.size > cap || inode.size > self.len {
             return Err(Error::malformed(format!(
                 "ext filesystem: inode {}: {what} of {} bytes is too large",
                 inode.number, inode.size
@@ -662,7 +662,7 @@ impl<'f> ExtFs<'f> {
             stack: vec![(Vec::new(), ino, 0)],
             seen: HashMap::new(),
             current: None,
-            visiting: Vec::new(),
+            visited_dirs: Default::default(),
         })
     }
 
@@ -731,8 +731,8 @@ pub struct ExtWalk<'a, 'f> {
     /// Inodes of files already yielded with several links: inode -> first path.
     seen: HashMap<u32, Vec<u8>>,
     current: Option<Inode>,
-    /// Directory inodes on the current path (loop detection).
-    visiting: Vec<(usize, u32)>,
+    /// Directory inodes already walked (loop detection).
+    visited_dirs: std::collections::HashSet<u32>,
 }
 
 impl ExtWalk<'_, '_> {
@@ -772,13 +772,13 @@ impl EntrySource for ExtWalk<'_, '_> {
                     "ext filesystem: directories nested too deep (a loop?)",
                 ));
             }
-            self.visiting.retain(|&(d, _)| d < depth);
-            if self.visiting.iter().any(|&(_, i)| i == ino) {
+            // A directory reached twice (a loop, or a hard-linked directory in a corrupted
+            // image) would make the walk repeat or never end.
+            if !self.visited_dirs.insert(ino) {
                 return Err(Error::malformed(format!(
-                    "ext filesystem: directory loop at inode {ino}"
+                    "ext filesystem: directory inode {ino} is reached twice (loop)"
                 )));
             }
-            self.visiting.push((depth, ino));
             let children = fs.read_dir(&inode)?;
             for (name, child) in children.into_iter().rev() {
                 let mut child_path = path.clone();
