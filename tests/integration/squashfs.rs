@@ -268,3 +268,127 @@ fn bad_input_streams_are_refused() {
         .is_err()
     );
 }
+
+/// Our reader's listing of `image` equals the tree unsquashfs extracts from it.
+fn assert_reader_matches_unsquashfs(image: &Path, scratch: &Path) {
+    let file = std::fs::File::open(image).unwrap();
+    let reader = sifovl::fs::squashfs::SquashfsReader::open(
+        &file,
+        0,
+        std::fs::metadata(image).unwrap().len(),
+    )
+    .unwrap();
+    let ours = crate::tree::source_listing(&mut reader.walk().unwrap());
+    let out = scratch.join("unsquashfs-out");
+    let _ = std::fs::remove_dir_all(&out);
+    run_ok(
+        Command::new("unsquashfs")
+            .args(["-no-progress", "-d"])
+            .arg(&out)
+            .arg(image),
+    );
+    let theirs = listing_without_root(&out);
+    assert_eq!(ours.len(), theirs.len(), "{}", image.display());
+    for (path, want) in &theirs {
+        assert_eq!(ours.get(path), Some(want), "{}: {path}", image.display());
+    }
+}
+
+#[test]
+fn our_reader_reads_mksquashfs_tar2sqfs_and_our_own_images() {
+    require_tool!("mksquashfs");
+    require_tool!("tar2sqfs");
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    make_tree(&tree);
+    let mk = dir.path().join("mk.sqfs");
+    run_ok(Command::new("mksquashfs").arg(&tree).arg(&mk).args([
+        "-noappend",
+        "-quiet",
+        "-no-progress",
+    ]));
+    assert_reader_matches_unsquashfs(&mk, dir.path());
+    let mkz = dir.path().join("mkz.sqfs");
+    run_ok(Command::new("mksquashfs").arg(&tree).arg(&mkz).args([
+        "-noappend",
+        "-quiet",
+        "-no-progress",
+        "-comp",
+        "zstd",
+    ]));
+    assert_reader_matches_unsquashfs(&mkz, dir.path());
+    let tar = dir.path().join("tree.tar");
+    run_ok(
+        Command::new("tar")
+            .args(["--xattrs", "--xattrs-include=*", "-C"])
+            .arg(&tree)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."),
+    );
+    let t2s = dir.path().join("t2s.sqfs");
+    run_ok(Command::new("sh").arg("-c").arg(format!(
+        "tar2sqfs -q -f {} < {}",
+        t2s.display(),
+        tar.display()
+    )));
+    assert_reader_matches_unsquashfs(&t2s, dir.path());
+    let ours = dir.path().join("ours.sqfs");
+    write_image(&tree, &ours, Compression::Xz);
+    assert_reader_matches_unsquashfs(&ours, dir.path());
+}
+
+#[test]
+fn our_reader_reads_the_singularity_squashfs_fixture() {
+    require_tool!("unsquashfs");
+    let fixtures = crate::require_fixtures!();
+    let dir = tempfile::tempdir().unwrap();
+    assert_reader_matches_unsquashfs(
+        &fixtures.join("singularity/squashfs-for-overlay.img"),
+        dir.path(),
+    );
+}
+
+#[test]
+fn corrupted_images_give_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("d")).unwrap();
+    std::fs::write(tree.join("d/f"), vec![5u8; 300_000]).unwrap();
+    std::fs::write(tree.join("small"), b"x").unwrap();
+    let image = dir.path().join("ok.sqfs");
+    write_image(&tree, &image, Compression::default());
+    let good = std::fs::read(&image).unwrap();
+    let mut failures = 0;
+    // Flip every 97th byte in turn (and truncate): reading must end in Ok or Err, never panic.
+    for at in (0..good.len())
+        .step_by(97)
+        .chain([1, 20, 33, 40, 48, 64, 72, 80])
+    {
+        let mut bad = good.clone();
+        bad[at] ^= 0xff;
+        let p = dir.path().join("bad.sqfs");
+        std::fs::write(&p, &bad).unwrap();
+        let file = std::fs::File::open(&p).unwrap();
+        let result = sifovl::fs::squashfs::SquashfsReader::open(&file, 0, bad.len() as u64)
+            .and_then(|r| {
+                let mut w = r.walk()?;
+                while let Some(e) = sifovl::fs::entry::EntrySource::next_entry(&mut w)? {
+                    if matches!(e.kind, sifovl::fs::entry::EntryKind::File { .. }) {
+                        let mut sink = Vec::new();
+                        let _ = std::io::Read::read_to_end(
+                            &mut sifovl::fs::entry::EntrySource::read_content(&mut w)?,
+                            &mut sink,
+                        );
+                    }
+                }
+                Ok(())
+            });
+        if let Err(e) = result {
+            assert!(!e.to_string().contains('\n'));
+            failures += 1;
+        }
+    }
+    assert!(failures > 5, "corruption went unnoticed");
+}

@@ -108,3 +108,60 @@ pub fn host_listing(root: &Path) -> BTreeMap<String, String> {
     }
     out
 }
+
+/// The same listing form for any entry stream (root excluded).
+pub fn source_listing(source: &mut dyn sifovl::fs::entry::EntrySource) -> BTreeMap<String, String> {
+    use sifovl::fs::entry::EntryKind;
+    use std::io::Read;
+    let mut out = BTreeMap::new();
+    while let Some(e) = source.next_entry().unwrap() {
+        let kind = match &e.kind {
+            EntryKind::File { size } => {
+                let mut data = Vec::new();
+                source
+                    .read_content()
+                    .unwrap()
+                    .read_to_end(&mut data)
+                    .unwrap();
+                assert_eq!(data.len() as u64, *size, "{}", e.display_path());
+                format!("file {}", crate::sifcheck::sha256(&data))
+            }
+            EntryKind::Directory => "dir".into(),
+            EntryKind::Symlink { target } => format!("symlink {}", String::from_utf8_lossy(target)),
+            EntryKind::CharDevice { major, minor } => format!("char {major},{minor}"),
+            EntryKind::BlockDevice { major, minor } => format!("block {major},{minor}"),
+            EntryKind::Fifo => "fifo".into(),
+            EntryKind::Socket => "socket".into(),
+            EntryKind::HardLink { target } => {
+                format!("hardlink {}", String::from_utf8_lossy(target))
+            }
+        };
+        if e.path.is_empty() {
+            continue;
+        }
+        let xattrs: Vec<String> = e
+            .metadata
+            .xattrs
+            .iter()
+            .map(|x| {
+                format!(
+                    "{}={}",
+                    String::from_utf8_lossy(&x.name),
+                    hex::encode(&x.value)
+                )
+            })
+            .collect();
+        out.insert(
+            e.display_path(),
+            format!(
+                "{kind} {:o} {}:{} mtime={} [{}]",
+                e.metadata.permissions,
+                e.metadata.uid,
+                e.metadata.gid,
+                e.metadata.mtime,
+                xattrs.join(",")
+            ),
+        );
+    }
+    out
+}

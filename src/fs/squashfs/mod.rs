@@ -9,9 +9,11 @@
 //! duplicate files stored once, image padded to 4 KiB.
 
 mod compress;
+mod reader;
 mod writer;
 
 pub use compress::Compression;
+pub use reader::{Inode, SquashfsReader, SquashfsWalk, Superblock};
 pub use writer::{SquashfsWriter, WriterOptions};
 
 pub const MAGIC: u32 = 0x7371_7368;
