@@ -71,6 +71,9 @@ pub struct Inode {
     pub rdev: u32,
 }
 
+/// A decompressed metadata block and the position of the next one.
+type MetadataBlock = (std::rc::Rc<Vec<u8>>, u64);
+
 /// A squashfs image inside a file.
 pub struct SquashfsReader<'f> {
     file: &'f File,
@@ -80,7 +83,7 @@ pub struct SquashfsReader<'f> {
     fragments: Vec<(u64, u32)>,
     xattr_ids: Vec<(u64, u32)>,
     xattr_start: u64,
-    cache: RefCell<HashMap<u64, (std::rc::Rc<Vec<u8>>, u64)>>,
+    cache: RefCell<HashMap<u64, MetadataBlock>>,
 }
 
 impl<'f> SquashfsReader<'f> {
@@ -205,7 +208,7 @@ impl<'f> SquashfsReader<'f> {
     }
 
     /// One metadata block at `at`: its uncompressed bytes and where the next one starts.
-    fn metadata_block(&self, at: u64, what: &str) -> Result<(std::rc::Rc<Vec<u8>>, u64)> {
+    fn metadata_block(&self, at: u64, what: &str) -> Result<MetadataBlock> {
         if let Some(hit) = self.cache.borrow().get(&at) {
             return Ok(hit.clone());
         }
