@@ -28,6 +28,8 @@ enum Command {
     Reconcile(overlay_cmds::ReconcileArgs),
     /// Turn the writable overlay into a read-only squashfs layer or partition.
     Seal(overlay_cmds::SealArgs),
+    /// List the files of the overlay or a layer, without mounting.
+    Ls(overlay_cmds::LsArgs),
     /// Show the image at a glance.
     Inspect(overlay_cmds::InspectArgs),
     /// Hash every blob and check every reference and invariant.
@@ -68,6 +70,7 @@ pub fn run() -> ExitCode {
         Command::Add(args) => overlay_cmds::add(args),
         Command::Reconcile(args) => overlay_cmds::reconcile(args),
         Command::Seal(args) => overlay_cmds::seal(args),
+        Command::Ls(args) => overlay_cmds::ls(args),
         Command::Inspect(args) => overlay_cmds::inspect(args),
         Command::Verify(args) => overlay_cmds::verify(args),
         Command::Recover(args) => overlay_cmds::recover(args),

@@ -312,3 +312,38 @@ pub fn mksquashfs(args: MksquashfsArgs) -> Result<Outcome> {
     println!("{}: {entries} entries, {len} bytes", args.output.display());
     Ok(Outcome::Success)
 }
+
+#[derive(Args)]
+#[command(after_help = "Examples:
+  sifovl ls image.oci.sif                 # what the writable overlay holds (upper/ and work/)
+  sifovl ls --layer 0 --hash image.oci.sif
+  sifovl ls --json image.sif | jq '.[] | select(.whiteout)'")]
+pub struct LsArgs {
+    pub image: PathBuf,
+    /// List OCI layer N (or partition N of a native SIF) instead of the overlay.
+    #[arg(long, value_name = "N")]
+    pub layer: Option<usize>,
+    /// Also print the sha256 of every file.
+    #[arg(long)]
+    pub hash: bool,
+    /// Print the entries as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn ls(args: LsArgs) -> Result<Outcome> {
+    let target = match args.layer {
+        Some(n) => ops::browse::Target::Layer(n),
+        None => ops::browse::Target::Overlay,
+    };
+    let entries = ops::browse::list(&args.image, target, args.hash)?;
+    if args.json {
+        print_json(&entries);
+    } else {
+        use std::io::Write;
+        let _ = std::io::stdout()
+            .lock()
+            .write_all(ops::browse::render(&entries).as_bytes());
+    }
+    Ok(Outcome::Success)
+}

@@ -2,6 +2,7 @@
 //! leaves the image either fully edited or untouched.
 
 pub mod add;
+pub mod browse;
 pub mod inspect;
 pub mod reconcile;
 pub mod seal;

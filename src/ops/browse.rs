@@ -1,0 +1,204 @@
+//! `ls`: list the files of an overlay or a layer without mounting anything.
+
+use std::fs::File;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::open_for_read;
+use crate::error::{Error, Result};
+use crate::fs::entry::{EntryKind, EntrySource};
+use crate::fs::ext::ExtFs;
+use crate::fs::squashfs::SquashfsReader;
+use crate::oci::Digest;
+use crate::oci::model;
+use crate::ocisif;
+use crate::sif::{DataType, FsType, PartType};
+
+/// One listed entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listed {
+    pub path: String,
+    /// `file`, `dir`, `symlink`, `char`, `block`, `fifo`, `socket`, `hardlink`.
+    pub kind: &'static str,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime: i64,
+    /// Symlink or hard-link target, or `major,minor` of a device.
+    pub target: Option<String>,
+    /// An OverlayFS whiteout (0/0 character device) or an opaque directory.
+    pub whiteout: bool,
+    pub opaque: bool,
+    pub xattrs: Vec<String>,
+    pub sha256: Option<String>,
+}
+
+/// Which filesystem of the image to list.
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    /// The writable overlay (ext3), or else the last layer / overlay partition.
+    Overlay,
+    /// OCI layer by index.
+    Layer(usize),
+}
+
+fn walk_all(source: &mut dyn EntrySource, hash: bool, out: &mut Vec<Listed>) -> Result<()> {
+    while let Some(e) = source.next_entry()? {
+        let (kind, size, target) = match &e.kind {
+            EntryKind::Directory => ("dir", 0, None),
+            EntryKind::File { size } => ("file", *size, None),
+            EntryKind::Symlink { target } => (
+                "symlink",
+                target.len() as u64,
+                Some(String::from_utf8_lossy(target).into_owned()),
+            ),
+            EntryKind::CharDevice { major, minor } => ("char", 0, Some(format!("{major},{minor}"))),
+            EntryKind::BlockDevice { major, minor } => {
+                ("block", 0, Some(format!("{major},{minor}")))
+            }
+            EntryKind::Fifo => ("fifo", 0, None),
+            EntryKind::Socket => ("socket", 0, None),
+            EntryKind::HardLink { target } => {
+                ("hardlink", 0, Some(crate::fs::entry::display_path(target)))
+            }
+        };
+        let sha256 = if hash && kind == "file" {
+            let (d, _) = Digest::of_reader(&mut source.read_content()?)
+                .map_err(|err| Error::io(format!("reading {}", e.display_path()), err))?;
+            Some(d.to_string())
+        } else {
+            None
+        };
+        out.push(Listed {
+            path: e.display_path(),
+            kind,
+            mode: e.metadata.permissions,
+            uid: e.metadata.uid,
+            gid: e.metadata.gid,
+            size,
+            mtime: e.metadata.mtime,
+            whiteout: matches!(e.kind, EntryKind::CharDevice { major: 0, minor: 0 }),
+            opaque: e
+                .metadata
+                .xattrs
+                .iter()
+                .any(|x| x.name.ends_with(b".overlay.opaque") && x.value == b"y"),
+            target,
+            xattrs: e
+                .metadata
+                .xattrs
+                .iter()
+                .map(|x| String::from_utf8_lossy(&x.name).into_owned())
+                .collect(),
+            sha256,
+        });
+    }
+    Ok(())
+}
+
+fn list_range(file: &File, offset: u64, size: u64, hash: bool) -> Result<Vec<Listed>> {
+    let mut magic = [0u8; 4];
+    std::os::unix::fs::FileExt::read_exact_at(file, &mut magic, offset)
+        .map_err(|e| Error::io("reading", e))?;
+    let mut out = Vec::new();
+    if &magic == b"hsqs" {
+        let reader = SquashfsReader::open(file, offset, size)?;
+        walk_all(&mut reader.walk()?, hash, &mut out)?;
+    } else {
+        let fs = ExtFs::open(file, offset, size)?;
+        walk_all(&mut fs.walk()?, hash, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// List a filesystem of the image at `path`.
+pub fn list(path: &Path, target: Target, hash: bool) -> Result<Vec<Listed>> {
+    let name = path.display().to_string();
+    let ctx = |e: Error| e.context(&name);
+    let (file, container) = open_for_read(path)?;
+    let (offset, size) = if ocisif::is_oci_sif(&container).map_err(ctx)? {
+        let image = ocisif::read_image(&file, &container).map_err(ctx)?;
+        let layer = match target {
+            Target::Overlay => image.layers.last(),
+            Target::Layer(i) => image.layers.get(i),
+        }
+        .ok_or_else(|| Error::not_found(format!("{name}: no such layer")))?;
+        if !matches!(
+            layer.descriptor.media_type.as_str(),
+            model::EXT3_LAYER | model::SQUASHFS_LAYER
+        ) {
+            return Err(Error::unsupported(format!(
+                "{name}: layer is {}, not squashfs or ext3",
+                layer.descriptor.media_type
+            )));
+        }
+        (layer.offset, layer.object_size)
+    } else {
+        let partitions: Vec<_> = container
+            .objects()
+            .filter(|d| d.data_type == DataType::Partition)
+            .filter(|d| {
+                d.partition()
+                    .is_ok_and(|p| matches!(p.fs_type, FsType::Ext3 | FsType::Squashfs))
+            })
+            .collect();
+        let d = match target {
+            Target::Overlay => partitions
+                .iter()
+                .rev()
+                .find(|d| {
+                    d.partition()
+                        .is_ok_and(|p| p.part_type == PartType::Overlay)
+                })
+                .or(partitions.last()),
+            Target::Layer(i) => partitions.get(i),
+        }
+        .ok_or_else(|| Error::not_found(format!("{name}: no such partition")))?;
+        (d.offset, d.size)
+    };
+    list_range(&file, offset, size, hash).map_err(ctx)
+}
+
+/// Text form: `ls -l`-like lines.
+pub fn render(entries: &[Listed]) -> String {
+    let mut s = String::new();
+    for e in entries {
+        let t = match e.kind {
+            "dir" => 'd',
+            "symlink" => 'l',
+            "char" => 'c',
+            "block" => 'b',
+            "fifo" => 'p',
+            "socket" => 's',
+            _ => '-',
+        };
+        let mut line = format!(
+            "{t}{:04o} {:>6}:{:<6} {:>12} {}",
+            e.mode, e.uid, e.gid, e.size, e.path
+        );
+        if let Some(target) = &e.target {
+            let arrow = match e.kind {
+                "symlink" => " -> ",
+                "hardlink" => " link to ",
+                _ => " device ",
+            };
+            line.push_str(arrow);
+            line.push_str(target);
+        }
+        if e.whiteout {
+            line.push_str("  (whiteout)");
+        }
+        if e.opaque {
+            line.push_str("  (opaque)");
+        }
+        if let Some(h) = &e.sha256 {
+            line.push_str("  ");
+            line.push_str(h);
+        }
+        s.push_str(&line);
+        s.push('\n');
+    }
+    s
+}
