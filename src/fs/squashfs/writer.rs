@@ -440,7 +440,16 @@ impl<'f> SquashfsWriter<'f> {
                 display_path(path)
             ))
         })?;
-        if self.paths.contains_key(path.as_slice()) {
+        if let Some(&existing) = self.paths.get(path.as_slice()) {
+            // A directory given again updates its metadata (tar semantics; the whiteout
+            // conversion re-yields a directory that turns out to be opaque).
+            if matches!(
+                (&self.nodes[existing].kind, &kind),
+                (Kind::Dir(_), Kind::Dir(_))
+            ) {
+                self.nodes[existing].meta = entry.metadata.clone();
+                return Ok(existing);
+            }
             return Err(Error::malformed(format!(
                 "squashfs: {}: added twice",
                 display_path(path)
