@@ -38,6 +38,10 @@ enum Command {
     Recover(overlay_cmds::RecoverArgs),
     /// Pack a directory into a squashfs image with sifovl's writer.
     Mksquashfs(overlay_cmds::MksquashfsArgs),
+    /// Pack a directory into a tar layer (digest and diff_id printed).
+    Mktar(overlay_cmds::MktarArgs),
+    /// Export a squashfs layer as a tar layer with AUFS whiteouts.
+    ExportLayer(overlay_cmds::ExportLayerArgs),
     /// List the objects of a SIF (siftool format).
     List(sif_cmds::ListArgs),
     /// Show one object's descriptor (siftool format).
@@ -75,6 +79,8 @@ pub fn run() -> ExitCode {
         Command::Verify(args) => overlay_cmds::verify(args),
         Command::Recover(args) => overlay_cmds::recover(args),
         Command::Mksquashfs(args) => overlay_cmds::mksquashfs(args),
+        Command::Mktar(args) => overlay_cmds::mktar(args),
+        Command::ExportLayer(args) => overlay_cmds::export_layer(args),
         Command::List(args) => sif_cmds::list(args),
         Command::Info(args) => sif_cmds::info(args),
         Command::Header(args) => sif_cmds::header(args),

@@ -347,3 +347,135 @@ pub fn ls(args: LsArgs) -> Result<Outcome> {
     }
     Ok(Outcome::Success)
 }
+
+fn tar_compression(text: &str) -> Result<sifovl::fs::tar::TarCompression> {
+    use sifovl::fs::tar::TarCompression;
+    let (name, level) = text.split_once(':').unwrap_or((text, ""));
+    let bad = || {
+        sifovl::Error::refused(format!(
+            "compression {text:?}: expected none, gzip[:1-9] or zstd[:1-22]"
+        ))
+    };
+    Ok(match name {
+        "none" => TarCompression::None,
+        "gzip" => TarCompression::Gzip {
+            level: if level.is_empty() {
+                6
+            } else {
+                level.parse().map_err(|_| bad())?
+            },
+        },
+        "zstd" => TarCompression::Zstd {
+            level: if level.is_empty() {
+                3
+            } else {
+                level.parse().map_err(|_| bad())?
+            },
+        },
+        _ => return Err(bad()),
+    })
+}
+
+#[derive(Args)]
+#[command(after_help = "Examples:
+  sifovl mktar rootfs/ layer.tar.gz
+  sifovl mktar --compression zstd:3 rootfs/ layer.tar.zst")]
+pub struct MktarArgs {
+    /// Directory to pack.
+    pub dir: PathBuf,
+    /// The tar layer to create (overwritten).
+    pub output: PathBuf,
+    /// none, gzip[:1-9] (default gzip:6) or zstd[:1-22].
+    #[arg(long, default_value = "gzip:6")]
+    pub compression: String,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(serde::Serialize)]
+struct LayerReport {
+    output: String,
+    entries: u64,
+    digest: String,
+    diff_id: String,
+    size: u64,
+}
+
+fn write_tar(
+    source: &mut dyn sifovl::fs::entry::EntrySource,
+    output: &std::path::Path,
+    compression: &str,
+) -> Result<LayerReport> {
+    use sifovl::error::ResultExt;
+    let file = std::fs::File::create(output).with_context(|| output.display())?;
+    let mut writer = sifovl::fs::tar::TarLayerWriter::new(
+        std::io::BufWriter::new(file),
+        tar_compression(compression)?,
+    )?;
+    let entries = sifovl::fs::entry::copy_entries(source, &mut writer)?;
+    let d = writer.finish()?;
+    Ok(LayerReport {
+        output: output.display().to_string(),
+        entries,
+        digest: d.digest.to_string(),
+        diff_id: d.diff_id.to_string(),
+        size: d.size,
+    })
+}
+
+fn print_layer(report: &LayerReport, json: bool) {
+    if json {
+        print_json(report);
+    } else {
+        println!(
+            "{}: {} entries, {} bytes\n  digest  {}\n  diff_id {}",
+            report.output, report.entries, report.size, report.digest, report.diff_id
+        );
+    }
+}
+
+pub fn mktar(args: MktarArgs) -> Result<Outcome> {
+    let mut source = sifovl::fs::dir::DirSource::new(&args.dir)?;
+    let report = write_tar(&mut source, &args.output, &args.compression)?;
+    print_layer(&report, args.json);
+    Ok(Outcome::Success)
+}
+
+#[derive(Args)]
+#[command(
+    after_help = "The layer's OverlayFS whiteouts (0/0 devices, opaque xattrs) become AUFS
+whiteouts (.wh.NAME, .wh..wh..opq), as Docker and Podman expect in tar layers.
+
+Examples:
+  sifovl export-layer --layer 0 image.oci.sif layer0.tar.gz
+  sifovl export-layer --layer 1 --compression zstd image.oci.sif top.tar.zst"
+)]
+pub struct ExportLayerArgs {
+    pub image: PathBuf,
+    /// The tar layer to create (overwritten).
+    pub output: PathBuf,
+    /// OCI layer index (default: the last layer).
+    #[arg(long)]
+    pub layer: Option<usize>,
+    /// none, gzip[:1-9] (default gzip:6) or zstd[:1-22].
+    #[arg(long, default_value = "gzip:6")]
+    pub compression: String,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn export_layer(args: ExportLayerArgs) -> Result<Outcome> {
+    let target = match args.layer {
+        Some(n) => ops::browse::Target::Layer(n),
+        None => ops::browse::Target::Overlay,
+    };
+    let (file, offset, size) = ops::browse::locate(&args.image, target)?;
+    let reader = sifovl::fs::squashfs::SquashfsReader::open(&file, offset, size)
+        .map_err(|e| e.context(format!("{}: layer", args.image.display())))?;
+    let mut source = sifovl::fs::whiteout::ToAufs::new(reader.walk()?);
+    let report = write_tar(&mut source, &args.output, &args.compression)?;
+    print_layer(&report, args.json);
+    Ok(Outcome::Success)
+}

@@ -115,6 +115,12 @@ fn list_range(file: &File, offset: u64, size: u64, hash: bool) -> Result<Vec<Lis
 
 /// List a filesystem of the image at `path`.
 pub fn list(path: &Path, target: Target, hash: bool) -> Result<Vec<Listed>> {
+    let (file, offset, size) = locate(path, target)?;
+    list_range(&file, offset, size, hash).map_err(|e| e.context(path.display()))
+}
+
+/// The open image and the byte range of the filesystem `target` names.
+pub fn locate(path: &Path, target: Target) -> Result<(File, u64, u64)> {
     let name = path.display().to_string();
     let ctx = |e: Error| e.context(&name);
     let (file, container) = open_for_read(path)?;
@@ -158,7 +164,7 @@ pub fn list(path: &Path, target: Target, hash: bool) -> Result<Vec<Listed>> {
         .ok_or_else(|| Error::not_found(format!("{name}: no such partition")))?;
         (d.offset, d.size)
     };
-    list_range(&file, offset, size, hash).map_err(ctx)
+    Ok((file, offset, size))
 }
 
 /// Text form: `ls -l`-like lines.

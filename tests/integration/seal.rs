@@ -295,6 +295,55 @@ fn seal_turns_the_overlay_into_a_squashfs_layer() {
             .any(|l| l.starts_with('c') && l.contains("0,  0") && l.ends_with("/hello.txt")),
         "{listing}"
     );
+    // The sealed layer exported as a tar layer carries AUFS whiteouts only (invariant 22).
+    let tgz = dir.path().join("layer.tgz");
+    let report: serde_json::Value = serde_json::from_slice(&run_ok(
+        sifovl()
+            .args(["export-layer", "--json"])
+            .arg(&image)
+            .arg(&tgz),
+    ))
+    .unwrap();
+    assert_eq!(
+        report["digest"].as_str().unwrap(),
+        sifcheck::sha256(&std::fs::read(&tgz).unwrap())
+    );
+    let listing = String::from_utf8(run_ok(
+        Command::new("tar").args(["--xattrs", "-tvzf"]).arg(&tgz),
+    ))
+    .unwrap();
+    let names: Vec<&str> = listing
+        .lines()
+        .map(|l| l.split_whitespace().last().unwrap())
+        .collect();
+    for expected in [
+        ".wh.hello.txt",
+        ".wh.bin",
+        "opaque/.wh..wh..opq",
+        "data/big-link.bin",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from\n{listing}"
+        );
+    }
+    assert_eq!(
+        names.iter().filter(|n| n.ends_with(".wh..wh..opq")).count(),
+        1,
+        "no duplicate opaque marker"
+    );
+    assert!(
+        !listing
+            .lines()
+            .any(|l| l.starts_with('c') && l.contains(" 0,0 ")),
+        "no 0/0 devices left:\n{listing}"
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with('h') && l.contains("data/big-link.bin")),
+        "hard link kept"
+    );
     // Sealing twice is refused: there is no overlay any more.
     let out = sifovl().arg("seal").arg(&image).output().unwrap();
     assert_eq!(out.status.code(), Some(2));

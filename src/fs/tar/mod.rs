@@ -337,7 +337,6 @@ pub struct TarLayerReader<R: Read> {
     remaining: u64,
     padding: u64,
     global: Vec<(String, Vec<u8>)>,
-    seen: HashSet<Vec<u8>>,
     symlinks: HashSet<Vec<u8>>,
     _marker: std::marker::PhantomData<R>,
 }
@@ -408,7 +407,6 @@ impl<R: Read + 'static> TarLayerReader<R> {
             remaining: 0,
             padding: 0,
             global: Vec::new(),
-            seen: HashSet::new(),
             symlinks: HashSet::new(),
             _marker: std::marker::PhantomData,
         })
@@ -598,7 +596,7 @@ impl<R: Read> EntrySource for TarLayerReader<R> {
                             .map_err(|_| Error::malformed("tar: bad PAX mtime"))?
                     }
                     k if k.starts_with(XATTR_PREFIX) => xattrs.push(Xattr {
-                        name: k[XATTR_PREFIX.len()..].as_bytes().to_vec(),
+                        name: k.as_bytes()[XATTR_PREFIX.len()..].to_vec(),
                         value: v.clone(),
                     }),
                     _ => {}
@@ -630,12 +628,13 @@ impl<R: Read> EntrySource for TarLayerReader<R> {
                     }
                 }
                 b'1' => {
+                    // The target may be in this layer or a lower one (OCI allows both);
+                    // it only has to stay inside the root.
                     let target = clean_path(&link, "hard link target")?;
-                    if !self.seen.contains(&target) {
+                    if target.is_empty() {
                         return Err(Error::refused(format!(
-                            "tar: hard link {} points at {}, which is not in the layer before it",
-                            display_path(&path),
-                            display_path(&target)
+                            "tar: hard link {} points at the root",
+                            display_path(&path)
                         )));
                     }
                     EntryKind::HardLink { target }
@@ -664,7 +663,6 @@ impl<R: Read> EntrySource for TarLayerReader<R> {
             } else {
                 self.symlinks.remove(&path);
             }
-            self.seen.insert(path.clone());
             self.remaining = if matches!(kind, EntryKind::File { .. }) {
                 size
             } else {
