@@ -4,7 +4,7 @@
 # Idempotent and quiet when everything is already there. Needs root (or sudo) for apt.
 set -euo pipefail
 
-packages=(e2fsprogs squashfs-tools squashfs-tools-ng skopeo umoci attr tar gzip zstd xz-utils
+packages=(e2fsprogs squashfs-tools squashfs-tools-ng squashfuse fuse3 skopeo umoci attr tar gzip zstd xz-utils python3
           openssl curl docker-registry apache2-utils)
 missing=()
 for p in "${packages[@]}"; do

@@ -136,9 +136,10 @@ impl Compression {
             }
             Compression::Xz => {
                 let mut out = Vec::with_capacity(data.len() / 2);
-                let stream = xz2::stream::Stream::new_easy_encoder(6, xz2::stream::Check::Crc32)
-                    .expect("xz encoder");
-                let mut e = xz2::write::XzEncoder::new_stream(&mut out, stream);
+                let stream =
+                    liblzma::stream::Stream::new_easy_encoder(6, liblzma::stream::Check::Crc32)
+                        .expect("xz encoder");
+                let mut e = liblzma::write::XzEncoder::new_stream(&mut out, stream);
                 e.write_all(data).expect("writing to memory");
                 e.finish().expect("writing to memory");
                 out
@@ -167,7 +168,7 @@ impl Compression {
                     .map_err(|e| fail(e.to_string()))?;
             }
             Compression::Xz => {
-                xz2::read::XzDecoder::new(data)
+                liblzma::read::XzDecoder::new(data)
                     .take(limit as u64 + 1)
                     .read_to_end(&mut out)
                     .map_err(|e| fail(e.to_string()))?;
