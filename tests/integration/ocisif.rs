@@ -325,11 +325,25 @@ fn add_refuses_what_it_must_and_leaves_the_file_alone() {
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o444);
     std::fs::set_permissions(&ro, perms).unwrap();
     if rustix::process::geteuid().is_root() {
-        // Root ignores permission bits; make it immutable-ish by a read-only bind is not
-        // available here, so only check the non-root path when not root.
-        eprintln!(
-            "running as root: read-only refusal checked through a directory without write access is skipped"
-        );
+        // Root ignores permission bits: run sifovl as an unprivileged user instead.
+        if !crate::util::have_tool("setpriv") {
+            eprintln!("SKIPPED: read-only refusal needs setpriv when running as root");
+            return;
+        }
+        let parent = ro.parent().unwrap();
+        std::fs::set_permissions(parent, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let before = std::fs::read(&ro).unwrap();
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_sifovl"))
+            .args(["add", "--sparse"])
+            .arg(&ro)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains("read-only"), "{}", stderr(&out));
+        assert_eq!(std::fs::read(&ro).unwrap(), before);
     } else {
         assert_refused(&["add", "--sparse"], &ro, "read-only");
     }
