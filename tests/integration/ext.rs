@@ -360,3 +360,54 @@ fn a_directory_loop_is_an_error_not_a_hang() {
     };
     assert!(err.to_string().contains("reached twice"), "{err}");
 }
+
+#[test]
+fn random_corruption_never_panics() {
+    require_tool!("mke2fs");
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("a/b")).unwrap();
+    std::fs::write(tree.join("a/b/f"), vec![1u8; 70_000]).unwrap();
+    std::os::unix::fs::symlink("x".repeat(100), tree.join("a/l")).unwrap();
+    run_ok(
+        Command::new("setfattr")
+            .args(["-n", "user.k", "-v", "v"])
+            .arg(tree.join("a")),
+    );
+    let image = dir.path().join("ok.img");
+    mkfs("ext4", &tree, &image, 2);
+    let good = std::fs::read(&image).unwrap();
+    // Metadata lives in the first blocks: corrupt bytes there, several at a time.
+    let hot = good.len().min(64 * 1024);
+    let mut state = 0x243F6A8885A308D3u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let p = dir.path().join("bad.img");
+    for _ in 0..400 {
+        let mut bad = good.clone();
+        for _ in 0..1 + next() % 8 {
+            let at = (next() as usize) % hot;
+            bad[at] = next() as u8;
+        }
+        std::fs::write(&p, &bad).unwrap();
+        let file = std::fs::File::open(&p).unwrap();
+        let _ = ExtFs::open(&file, 0, bad.len() as u64).and_then(|fs| {
+            let mut w = fs.walk()?;
+            for _ in 0..10_000 {
+                let Some(e) = w.next_entry()? else { break };
+                if let EntryKind::File { size } = e.kind {
+                    let mut sink = Vec::new();
+                    let _ = w
+                        .read_content()?
+                        .take(size.min(1 << 22))
+                        .read_to_end(&mut sink);
+                }
+            }
+            Ok(())
+        });
+    }
+}

@@ -301,3 +301,40 @@ for k, v in cases.items():
     // The reader never writes: nothing appeared outside (or inside) the scratch directory.
     assert!(!dir.path().join("evil").exists() && !Path::new("/etc/evil").exists());
 }
+
+#[test]
+fn random_corruption_never_panics() {
+    let (dir, tree) = tree();
+    let layer = dir.path().join("layer.tar");
+    write_layer(&tree, &layer, TarCompression::None);
+    let good = std::fs::read(&layer).unwrap();
+    let mut state = 0x13198A2E03707344u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..300 {
+        let mut bad = good.clone();
+        for _ in 0..1 + next() % 6 {
+            let at = (next() as usize) % bad.len().min(200_000);
+            bad[at] = next() as u8;
+        }
+        let mut reader = TarLayerReader::new(std::io::Cursor::new(bad)).unwrap();
+        for _ in 0..100_000 {
+            match sifovl::fs::entry::EntrySource::next_entry(&mut reader) {
+                Ok(Some(e)) => {
+                    if let sifovl::fs::entry::EntryKind::File { .. } = e.kind {
+                        let mut sink = Vec::new();
+                        if let Ok(mut c) = sifovl::fs::entry::EntrySource::read_content(&mut reader)
+                        {
+                            let _ = std::io::Read::read_to_end(&mut c, &mut sink);
+                        }
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
+}
