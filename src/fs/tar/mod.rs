@@ -82,7 +82,8 @@ impl<W: Write> Write for Encoder<W> {
 
 /// Writes a tar layer in one streaming pass.
 pub struct TarLayerWriter<W: Write> {
-    out: HashingWriter<Encoder<W>>,
+    /// tar bytes -> diff_id hash -> 1 MiB buffer -> compressor -> digest hash -> `W`.
+    out: HashingWriter<std::io::BufWriter<Encoder<W>>>,
 }
 
 fn io(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -108,13 +109,14 @@ impl<W: Write> TarLayerWriter<W> {
             TarCompression::Zstd { level } => {
                 let mut z = zstd::stream::write::Encoder::new(stored, level).map_err(io("zstd"))?;
                 let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-                let _ = z.multithread(threads);
+                z.multithread(threads).map_err(io("zstd threads"))?;
                 Encoder::Zstd(z)
             }
         };
+        let buffered = std::io::BufWriter::with_capacity(1 << 20, encoder);
         Ok(TarLayerWriter {
             out: HashingWriter {
-                inner: encoder,
+                inner: buffered,
                 hasher: Sha256::new(),
                 count: 0,
             },
@@ -236,7 +238,12 @@ impl<W: Write> TarLayerWriter<W> {
             .write_all(&[0u8; 2 * BLOCK])
             .map_err(io("writing"))?;
         let diff_id = Digest::from_bytes(self.out.hasher.finalize().into());
-        let stored = match self.out.inner {
+        let encoder = self
+            .out
+            .inner
+            .into_inner()
+            .map_err(|e| Error::io("tar: flushing", e.into_error()))?;
+        let stored = match encoder {
             Encoder::Plain(w) => w,
             Encoder::Gzip(w) => w.finish().map_err(io("gzip"))?,
             Encoder::Zstd(w) => w.finish().map_err(io("zstd"))?,
