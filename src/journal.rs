@@ -457,22 +457,7 @@ impl<'a> Edit<'a> {
     ) -> Result<u64> {
         self.prepare()?;
         let start = self.stage_end.max(at_least).next_multiple_of(STAGE_ALIGN);
-        let what = || format!("{}: staging new data", self.path.display());
-        let mut buf = vec![0u8; CHUNK];
-        let mut done = 0u64;
-        let progress = crate::progress::task("writing", len);
-        while done < len {
-            let n = (len - done).min(CHUNK as u64) as usize;
-            data.read_exact(&mut buf[..n]).with_context(what)?;
-            if !(sparse && buf[..n].iter().all(|&b| b == 0)) {
-                write_at(self.file, &buf[..n], start + done).with_context(what)?;
-            }
-            progress.advance(n as u64);
-            done += n as u64;
-        }
-        if self.file.metadata().with_context(what)?.len() < start + len {
-            set_len(self.file, start + len).with_context(what)?;
-        }
+        self.copy_in(data, len, start, sparse, "staging new data")?;
         self.stage_end = start + len;
         self.staged.push((start, len));
         Ok(start)
@@ -529,23 +514,39 @@ impl<'a> Edit<'a> {
             "write_past_end below the old end of file"
         );
         self.prepare()?;
-        let what = || format!("{}: writing new data", self.path.display());
+        self.copy_in(data, len, offset, sparse, "writing new data")?;
+        self.stage_end = self
+            .stage_end
+            .max((offset + len).next_multiple_of(STAGE_ALIGN));
+        Ok(())
+    }
+
+    /// Copy `len` bytes of `data` to `at` (past the old end of the file) now, leaving
+    /// all-zero chunks as holes when `sparse`, and make the file at least that long.
+    fn copy_in(
+        &mut self,
+        data: &mut dyn Read,
+        len: u64,
+        at: u64,
+        sparse: bool,
+        doing: &str,
+    ) -> Result<()> {
+        let what = || format!("{}: {doing}", self.path.display());
         let mut buf = vec![0u8; CHUNK];
         let mut done = 0u64;
+        let progress = crate::progress::task("writing", len);
         while done < len {
             let n = (len - done).min(CHUNK as u64) as usize;
             data.read_exact(&mut buf[..n]).with_context(what)?;
             if !(sparse && buf[..n].iter().all(|&b| b == 0)) {
-                write_at(self.file, &buf[..n], offset + done).with_context(what)?;
+                write_at(self.file, &buf[..n], at + done).with_context(what)?;
             }
+            progress.advance(n as u64);
             done += n as u64;
         }
-        if self.file.metadata().with_context(what)?.len() < offset + len {
-            set_len(self.file, offset + len).with_context(what)?;
+        if self.file.metadata().with_context(what)?.len() < at + len {
+            set_len(self.file, at + len).with_context(what)?;
         }
-        self.stage_end = self
-            .stage_end
-            .max((offset + len).next_multiple_of(STAGE_ALIGN));
         Ok(())
     }
 

@@ -38,6 +38,18 @@ pub struct AddArgs {
     pub json: bool,
 }
 
+/// What an edit invalidated, on standard error.
+fn warn_invalidated(signatures: &[u32], dropped_cosign: usize) {
+    for id in signatures {
+        eprintln!("sifovl: warning: SIF signature object {id} no longer verifies");
+    }
+    if dropped_cosign > 0 {
+        eprintln!(
+            "sifovl: warning: removed {dropped_cosign} cosign signature/attestation entries (the new manifest invalidates them)"
+        );
+    }
+}
+
 pub fn add(args: AddArgs) -> Result<Outcome> {
     let options = ops::add::AddOptions {
         size_mib: args.size,
@@ -48,15 +60,10 @@ pub fn add(args: AddArgs) -> Result<Outcome> {
         ..Default::default()
     };
     let report = ops::add::add_overlay(&args.image, &options)?;
-    for id in &report.invalidated_signatures {
-        eprintln!("sifovl: warning: SIF signature object {id} no longer verifies");
-    }
-    if report.dropped_cosign_entries > 0 {
-        eprintln!(
-            "sifovl: warning: removed {} cosign signature/attestation entries (the new manifest invalidates them)",
-            report.dropped_cosign_entries
-        );
-    }
+    warn_invalidated(
+        &report.invalidated_signatures,
+        report.dropped_cosign_entries,
+    );
     if args.json {
         print_json(&report);
     } else {
@@ -97,15 +104,10 @@ pub struct ReconcileArgs {
 
 pub fn reconcile(args: ReconcileArgs) -> Result<Outcome> {
     let report = ops::reconcile::reconcile(&args.image, args.check)?;
-    if report.dropped_cosign_entries > 0 {
-        eprintln!(
-            "sifovl: warning: removed {} cosign signature/attestation entries (the new manifest invalidates them)",
-            report.dropped_cosign_entries
-        );
-    }
-    for id in &report.invalidated_signatures {
-        eprintln!("sifovl: warning: SIF signature object {id} no longer verifies");
-    }
+    warn_invalidated(
+        &report.invalidated_signatures,
+        report.dropped_cosign_entries,
+    );
     if args.json {
         print_json(&report);
     } else if report.in_sync {
@@ -240,15 +242,10 @@ pub fn seal(args: SealArgs) -> Result<Outcome> {
         force: args.force,
     };
     let report = ops::seal::seal(&args.image, &options)?;
-    for id in &report.invalidated_signatures {
-        eprintln!("sifovl: warning: SIF signature object {id} no longer verifies");
-    }
-    if report.dropped_cosign_entries > 0 {
-        eprintln!(
-            "sifovl: warning: removed {} cosign signature/attestation entries (the new manifest invalidates them)",
-            report.dropped_cosign_entries
-        );
-    }
+    warn_invalidated(
+        &report.invalidated_signatures,
+        report.dropped_cosign_entries,
+    );
     if args.json {
         print_json(&report);
     } else {

@@ -229,6 +229,16 @@ pub struct UpdateSummary {
     pub bytes_written: u64,
 }
 
+impl UpdateSummary {
+    /// The object the engine wrote `digest` into, if it wrote it.
+    pub fn object_for(&self, digest: &Digest) -> Option<u32> {
+        self.written
+            .iter()
+            .find(|(_, d)| d == digest)
+            .map(|(id, _)| *id)
+    }
+}
+
 /// The new image an operation produced: its manifest and config bytes plus any new blobs.
 pub struct NewImage {
     pub manifest_bytes: Vec<u8>,

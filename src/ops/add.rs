@@ -221,14 +221,9 @@ fn add_oci_layer(
     report.manifest_digest = Some(crate::oci::Digest::of(&new.manifest_bytes).to_string());
     let on_disk = container.metadata_bytes();
     let summary = ocisif::replace_image(container, edit, &on_disk, &image, new)?;
-    let (object, _) = summary
-        .written
-        .iter()
-        .find(|(_, d)| *d == digest)
-        .copied()
-        .ok_or_else(|| {
-            Error::malformed(format!("overlay {digest} was already present in the image"))
-        })?;
+    let object = summary.object_for(&digest).ok_or_else(|| {
+        Error::malformed(format!("overlay {digest} was already present in the image"))
+    })?;
     report.object = object;
     report.offset = container.object(object)?.offset;
     report.digest = Some(digest.to_string());

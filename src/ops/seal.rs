@@ -236,14 +236,9 @@ fn seal_oci(
     let new = NewImage::build(&image, manifest, &config, vec![blob])?;
     let on_disk = container.metadata_bytes();
     let summary = ocisif::replace_image(container, edit, &on_disk, &image, new)?;
-    let (object, _) = summary
-        .written
-        .iter()
-        .find(|(_, d)| *d == digest)
-        .copied()
-        .ok_or_else(|| {
-            Error::malformed(format!("sealed layer {digest} is already in the image"))
-        })?;
+    let object = summary.object_for(&digest).ok_or_else(|| {
+        Error::malformed(format!("sealed layer {digest} is already in the image"))
+    })?;
     report.object = object;
     report.offset = container.object(object)?.offset;
     report.squashfs_size = len;

@@ -785,6 +785,15 @@ impl<'f> SquashfsWriter<'f> {
     /// Write `entries` as metadata blocks followed by the array of their positions;
     /// returns where the array starts (what the superblock records).
     fn write_lookup_table(&mut self, entries: &[u8]) -> Result<u64> {
+        let pointers = self.write_metadata_blocks(entries)?;
+        let start = self.pos;
+        let array: Vec<u8> = pointers.iter().flat_map(|p| p.to_le_bytes()).collect();
+        self.append(&array)?;
+        Ok(start)
+    }
+
+    /// Write `entries` as separate metadata blocks; returns where each block starts.
+    fn write_metadata_blocks(&mut self, entries: &[u8]) -> Result<Vec<u64>> {
         let mut pointers = Vec::new();
         for chunk in entries.chunks(METADATA_BLOCK) {
             pointers.push(self.pos);
@@ -793,13 +802,7 @@ impl<'f> SquashfsWriter<'f> {
             let block = w.finish();
             self.append(&block)?;
         }
-        let start = self.pos;
-        let mut array = Vec::new();
-        for p in pointers {
-            array.extend_from_slice(&p.to_le_bytes());
-        }
-        self.append(&array)?;
-        Ok(start)
+        Ok(pointers)
     }
 
     fn write_xattrs(&mut self, sets: &[Vec<Xattr>]) -> Result<u64> {
@@ -827,14 +830,7 @@ impl<'f> SquashfsWriter<'f> {
         let kv_start = self.pos;
         let table = kv.finish();
         self.append(&table)?;
-        let mut pointers = Vec::new();
-        for chunk in ids.chunks(METADATA_BLOCK) {
-            pointers.push(self.pos);
-            let mut w = MetaWriter::new(self.options.compression);
-            w.write(chunk);
-            let block = w.finish();
-            self.append(&block)?;
-        }
+        let pointers = self.write_metadata_blocks(&ids)?;
         let start = self.pos;
         let mut header = Vec::new();
         header.extend_from_slice(&kv_start.to_le_bytes());
