@@ -411,3 +411,65 @@ fn random_corruption_never_panics() {
         });
     }
 }
+
+#[test]
+fn meta_bg_layouts_read_like_the_plain_one() {
+    // SingularityCE's overlay rule allows meta_bg; with 1 KiB blocks and 300 MiB there are
+    // two meta-groups, so the second group-descriptor block is not next to the superblock.
+    require_tool!("mke2fs");
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    make_tree(&tree);
+    let expected = crate::tree::host_listing(&tree);
+    let image = dir.path().join("meta_bg.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(300 << 20)
+        .unwrap();
+    run_ok(
+        Command::new("mke2fs")
+            .args([
+                "-q",
+                "-F",
+                "-t",
+                "ext3",
+                "-b",
+                "1024",
+                "-O",
+                "meta_bg,^resize_inode",
+                "-d",
+            ])
+            .arg(&tree)
+            .arg(&image),
+    );
+    run_ok(
+        Command::new("debugfs")
+            .args(["-w", "-R", "sif /small.txt mtime 21000101000000"])
+            .arg(&image),
+    );
+    let file = std::fs::File::open(&image).unwrap();
+    let fs = ExtFs::open(&file, 0, 300 << 20).unwrap();
+    let ours = listing(&fs, b"");
+    for (path, want) in &expected {
+        let got = ours.get(path).unwrap_or_else(|| panic!("{path} missing"));
+        assert_eq!(got.split(" ino=").next().unwrap(), want.as_str(), "{path}");
+    }
+    run_ok(Command::new("e2fsck").arg("-fn").arg(&image));
+    // Every group's inode table where dumpe2fs says, the second meta-group's included.
+    let dump = String::from_utf8(run_ok(Command::new("dumpe2fs").arg(&image))).unwrap();
+    let tables: Vec<u64> = dump
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Inode table at "))
+        .map(|r| r.split('-').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        tables.len() > 32,
+        "{} groups: not two meta-groups",
+        tables.len()
+    );
+    assert_eq!(fs.group_count(), tables.len());
+    for (g, want) in tables.iter().enumerate() {
+        assert_eq!(fs.inode_table_block(g), Some(*want), "group {g}");
+    }
+}

@@ -212,19 +212,51 @@ impl<'f> ExtFs<'f> {
             inodes_per_group,
             inode_tables: Vec::new(),
         };
-        // Group descriptors follow the superblock's block (meta_bg not needed: we only read
-        // the inode table locations, which the primary table holds for every group).
-        if incompat & 0x10 != 0 {
-            return Err(Error::unsupported(
-                "ext filesystem: meta_bg group layout is not supported",
-            ));
-        }
-        let gdt_block = first_data_block as u64 + 1;
-        let gdt_len = groups as u64 * desc_size as u64;
-        let gdt = fs.read_bytes(gdt_block * block_size as u64, gdt_len, "group descriptors")?;
+        // Group descriptors: one table after the superblock's block, or with meta_bg (which
+        // SingularityCE's overlay rule allows) one block of them at the start of each
+        // meta-group, from `s_first_meta_bg` on.
+        let per_block = (block_size as usize / desc_size) as u64;
+        let first_meta_bg = if incompat & 0x10 != 0 {
+            le32(&sb, 0x104) as u64
+        } else {
+            u64::MAX
+        };
+        let sparse_super = le32(&sb, 0x64) & 0x1 != 0;
+        let has_superblock = |group: u64| -> bool {
+            if !sparse_super || group <= 1 {
+                return true;
+            }
+            [3u64, 5, 7].iter().any(|&base| {
+                let mut p = base;
+                while p < group {
+                    p *= base;
+                }
+                p == group
+            })
+        };
         let mut tables = Vec::with_capacity(groups as usize);
-        for g in 0..groups as usize {
-            let d = &gdt[g * desc_size..(g + 1) * desc_size];
+        let mut block_cache: Option<(u64, Vec<u8>)> = None;
+        for g in 0..groups as u64 {
+            let metablock = g / per_block;
+            let block = if metablock < first_meta_bg {
+                first_data_block as u64 + 1 + metablock
+            } else {
+                let first = metablock * per_block;
+                first_data_block as u64
+                    + first * blocks_per_group as u64
+                    + has_superblock(first) as u64
+            };
+            if block_cache.as_ref().is_none_or(|(b, _)| *b != block) {
+                let data = fs.read_bytes(
+                    block * block_size as u64,
+                    block_size as u64,
+                    "group descriptors",
+                )?;
+                block_cache = Some((block, data));
+            }
+            let data = &block_cache.as_ref().expect("just read").1;
+            let at = (g % per_block) as usize * desc_size;
+            let d = &data[at..at + desc_size];
             let lo = le32(d, 0x08) as u64;
             let hi = if desc_size >= 64 {
                 le32(d, 0x28) as u64
@@ -239,6 +271,16 @@ impl<'f> ExtFs<'f> {
 
     pub fn info(&self) -> &SuperblockInfo {
         &self.info
+    }
+
+    /// First block of the inode table of block group `group` (from the group descriptors).
+    pub fn inode_table_block(&self, group: usize) -> Option<u64> {
+        self.inode_tables.get(group).copied()
+    }
+
+    /// Number of block groups.
+    pub fn group_count(&self) -> usize {
+        self.inode_tables.len()
     }
 
     /// The journal has transactions that were never replayed (a killed writer).
