@@ -65,6 +65,8 @@ pub struct Inode {
     pub start: u64,
     pub offset: u32,
     pub block_sizes: Vec<u32>,
+    /// Where each data block starts (prefix sums of `block_sizes` from `start`).
+    pub block_starts: Vec<u64>,
     pub fragment: u32,
     pub fragment_offset: u32,
     pub target: Vec<u8>,
@@ -317,6 +319,7 @@ impl<'f> SquashfsReader<'f> {
             start: 0,
             offset: 0,
             block_sizes: Vec::new(),
+            block_starts: Vec::new(),
             fragment: NO_FRAGMENT,
             fragment_offset: 0,
             target: Vec::new(),
@@ -383,6 +386,16 @@ impl<'f> SquashfsReader<'f> {
                 }
                 let b = body(fixed + blocks * 4)?;
                 ino.block_sizes = b[fixed..].chunks_exact(4).map(|c| le32(c, 0)).collect();
+                let mut at = start;
+                ino.block_starts = ino
+                    .block_sizes
+                    .iter()
+                    .map(|s| {
+                        let here = at;
+                        at = at.saturating_add((s & !UNCOMPRESSED_BLOCK) as u64);
+                        here
+                    })
+                    .collect();
                 ino.start = start;
                 ino.fragment = frag;
                 ino.fragment_offset = frag_off;
@@ -590,11 +603,7 @@ impl<'f> SquashfsReader<'f> {
             if size == 0 {
                 return Ok(vec![0; expected]);
             }
-            let at = inode.start
-                + inode.block_sizes[..index]
-                    .iter()
-                    .map(|s| (s & !UNCOMPRESSED_BLOCK) as u64)
-                    .sum::<u64>();
+            let at = inode.block_starts[index];
             let raw = self.read_raw(at, (size & !UNCOMPRESSED_BLOCK) as u64, "file data")?;
             let data = if size & UNCOMPRESSED_BLOCK != 0 {
                 raw
