@@ -169,9 +169,38 @@ pub fn read_image(file: &File, container: &Container) -> Result<OciImage> {
     let config = Config::parse(&config_bytes, &config_what)?;
 
     let mut layers = Vec::new();
-    for (i, descriptor) in manifest.layers(&manifest_what)?.into_iter().enumerate() {
-        let object = find_blob(container, &descriptor.digest)
-            .map_err(|e| e.context(format!("{manifest_what}: layer {i}")))?;
+    let descriptors = manifest.layers(&manifest_what)?;
+    let count = descriptors.len();
+    for (i, descriptor) in descriptors.into_iter().enumerate() {
+        let found = find_blob(container, &descriptor.digest);
+        let object = match found {
+            Ok(object) => object,
+            // The state SingularityCE's `overlay sync` leaves when it dies between patching
+            // the overlay's SIF digest and rewriting the JSON: the manifest still names the old
+            // digest. The overlay is then the one OCI.Blob nothing references.
+            Err(e) if i + 1 == count && descriptor.media_type == model::EXT3_LAYER => {
+                let referenced: Vec<Digest> = [image.descriptor.digest, config_descriptor.digest]
+                    .into_iter()
+                    .chain(manifest.layers(&manifest_what)?.iter().map(|l| l.digest))
+                    .chain(cosign.iter().map(|c| c.descriptor.digest))
+                    .collect();
+                let orphans: Vec<&crate::sif::Descriptor> = container
+                    .objects()
+                    .filter(|d| d.data_type == DataType::OciBlob && d.size == descriptor.size)
+                    .filter(|d| {
+                        d.oci_digest()
+                            .ok()
+                            .and_then(|t| Digest::parse(&t).ok())
+                            .is_some_and(|g| !referenced.contains(&g))
+                    })
+                    .collect();
+                match orphans.as_slice() {
+                    [only] if cosign.is_empty() => only.id,
+                    _ => return Err(e.context(format!("{manifest_what}: layer {i}"))),
+                }
+            }
+            Err(e) => return Err(e.context(format!("{manifest_what}: layer {i}"))),
+        };
         let d = container.object(object)?;
         let object_digest = Digest::parse(&d.oci_digest()?)?;
         layers.push(Layer {

@@ -313,9 +313,15 @@ fn verify_oci(
         image.config_object,
         &mut refs,
     );
-    for l in &image.layers {
+    for (i, l) in image.layers.iter().enumerate() {
         referenced.push(l.object);
         check_size("layer", &l.descriptor, l.object, &mut refs);
+        if l.descriptor.digest != l.object_digest {
+            refs.push(format!(
+                "layer {i}: the manifest names {} but object {} records {} (an interrupted sync: run `sifovl reconcile`)",
+                l.descriptor.digest, l.object, l.object_digest
+            ));
+        }
     }
     for c in &image.cosign {
         match cosign_objects(file, container, &c.descriptor) {

@@ -662,3 +662,42 @@ fn a_second_writer_is_told_the_file_is_in_use() {
     assert_refused(&["add", "--sparse"], &image, "in use");
     assert_refused(&["reconcile"], &image, "in use");
 }
+
+#[test]
+fn an_image_left_half_synced_by_the_reference_is_repaired_by_reconcile() {
+    require_tool!("mke2fs");
+    require_tool!("debugfs");
+    let (_dir, image) = scratch("sample.oci.sif");
+    run_ok(sifovl().args(["add", "--sparse"]).arg(&image));
+    simulate_writable_run(&image, &["mkdir /upper/after-crash"]);
+    // SingularityCE's `overlay sync` patches the overlay's SIF digest first, then rewrites
+    // config, manifest and index; killed in between, it leaves this:
+    let bytes = std::fs::read(&image).unwrap();
+    let (offset, size) = overlay_range(&image);
+    let actual = sha256(&bytes[offset as usize..(offset + size) as usize]);
+    let mut sif = sifovl::sif::MemoryImage::load(bytes).unwrap();
+    let overlay_id = sif
+        .container
+        .objects()
+        .find(|d| d.offset == offset)
+        .unwrap()
+        .id;
+    sif.set_oci_digest(overlay_id, &actual, sifovl::sif::GO_ZERO_TIME)
+        .unwrap();
+    std::fs::write(&image, sif.into_bytes()).unwrap();
+
+    let out = run(&["verify"], &image);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("interrupted sync"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        run(&["reconcile", "--check"], &image).status.code(),
+        Some(1)
+    );
+    run_ok(sifovl().arg("reconcile").arg(&image));
+    assert!(run(&["verify"], &image).status.success());
+    assert_oci_sif_invariants(&std::fs::read(&image).unwrap(), true);
+}
