@@ -42,5 +42,8 @@ step "seal: the overlay becomes a read-only squashfs layer"
 "$bin" seal "$img"
 "$bin" verify "$img"
 "$bin" inspect "$img"
+
+step "what the sealed layer holds (read in place, no mount)"
+"$bin" ls --layer 1 "$img"
 echo
 echo "demo finished: all steps succeeded"
