@@ -83,6 +83,14 @@ impl Error {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// Whether this is a write to a closed pipe (`sifovl ls IMAGE | head -1`): the reader
+    /// chose to stop, which is not a failure of the command.
+    pub fn is_broken_pipe(&self) -> bool {
+        self.source
+            .as_ref()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    }
 }
 
 impl fmt::Display for Error {

@@ -16,18 +16,17 @@
 //! Every sifovl command that opens a file first [`recover`]s an interrupted edit, so the
 //! file is always seen either exactly as before the edit or exactly as after it.
 //!
-//! Fault injection: with `SIFOVL_FAULT_AT=N` the process aborts just before its N-th
-//! durable step (write, sync, rename, truncate, unlink), which the crash tests use to stop
-//! an edit at every point. `SIFOVL_FAULT_AT` is read once and costs nothing when unset.
+//! Fault injection: in debug builds (the test suite's) `SIFOVL_FAULT_AT=N` aborts the
+//! process just before its N-th durable step (write, sync, rename, truncate, unlink), which
+//! the crash tests use to stop an edit at every point. Release builds do not contain it, so
+//! no environment variable can make a user's sifovl abort mid-edit.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use sha2::{Digest as _, Sha256};
+use crate::digest::Digest;
 
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 
@@ -49,7 +48,9 @@ pub fn journal_path(path: &Path) -> PathBuf {
 
 // ---------------------------------------------------------------- fault injection
 
+#[cfg(debug_assertions)]
 fn fault_limit() -> u64 {
+    use std::sync::OnceLock;
     static LIMIT: OnceLock<u64> = OnceLock::new();
     *LIMIT.get_or_init(|| {
         std::env::var("SIFOVL_FAULT_AT")
@@ -59,16 +60,21 @@ fn fault_limit() -> u64 {
     })
 }
 
-static STEPS: AtomicU64 = AtomicU64::new(0);
-
-/// Called before every durable step; aborts the process at the configured step.
+/// Called before every durable step; in debug builds, aborts the process at the step
+/// `SIFOVL_FAULT_AT` names.
+#[cfg(debug_assertions)]
 fn step() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STEPS: AtomicU64 = AtomicU64::new(0);
     let limit = fault_limit();
     if limit != 0 && STEPS.fetch_add(1, Ordering::SeqCst) + 1 == limit {
         eprintln!("sifovl: fault injection: aborting before durable step {limit}");
         std::process::abort();
     }
 }
+
+#[cfg(not(debug_assertions))]
+fn step() {}
 
 fn write_at(file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
     step();
@@ -164,8 +170,8 @@ impl Record {
                 }
             }
         }
-        let sum = Sha256::digest(&out);
-        out.extend_from_slice(&sum);
+        let sum = Digest::of(&out);
+        out.extend_from_slice(sum.as_bytes());
         out
     }
 
@@ -174,7 +180,7 @@ impl Record {
             return None;
         }
         let (body, sum) = data.split_at(data.len() - 32);
-        if Sha256::digest(body).as_slice() != sum {
+        if Digest::of(body).as_bytes() != sum {
             return None;
         }
         let mut cur = Cursor {
@@ -358,20 +364,54 @@ pub fn pending(path: &Path) -> bool {
 
 // ---------------------------------------------------------------- the edit
 
-/// Take the exclusive write lock on an open file, or fail with [`ErrorKind::InUse`].
-pub fn lock_exclusive(path: &Path, file: &File) -> Result<()> {
+/// How a process holds an image: readers share the lock, a writer holds it alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    /// Readers: no edit runs meanwhile.
+    Shared,
+    /// The one writer.
+    Exclusive,
+}
+
+/// Take `lock` on an open file without waiting, or fail with [`ErrorKind::InUse`].
+pub fn lock(path: &Path, file: &File, lock: Lock) -> Result<()> {
     use rustix::fs::{FlockOperation, flock};
-    match flock(file, FlockOperation::NonBlockingLockExclusive) {
+    let (operation, holder) = match lock {
+        Lock::Shared => (FlockOperation::NonBlockingLockShared, "an edit is running"),
+        Lock::Exclusive => (
+            FlockOperation::NonBlockingLockExclusive,
+            "it holds the file's lock",
+        ),
+    };
+    match flock(file, operation) {
         Ok(()) => Ok(()),
         Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(Error::new(
             ErrorKind::InUse,
-            format!(
-                "{}: in use by another process (it holds the file's lock)",
-                path.display()
-            ),
+            format!("{}: in use by another process ({holder})", path.display()),
         )),
         Err(e) => Err(Error::io(format!("{}: locking", path.display()), e.into())),
     }
+}
+
+/// Open `path` to read it: shared-locked so no edit runs meanwhile, with any interrupted
+/// edit finished first (which needs write access to the file).
+pub fn open_for_read(path: &Path) -> Result<File> {
+    if pending(path) {
+        let file = open_for_edit(path).map_err(|e| {
+            if e.kind() == ErrorKind::Refused {
+                Error::refused(format!(
+                    "{}: an interrupted sifovl edit is pending and the file is read-only; run sifovl as its owner to recover it",
+                    path.display()
+                ))
+            } else {
+                e
+            }
+        })?;
+        drop(file);
+    }
+    let file = File::open(path).with_context(|| path.display())?;
+    lock(path, &file, Lock::Shared)?;
+    Ok(file)
 }
 
 /// Open `path` for an edit: read-write, exclusively locked, any interrupted edit recovered.
@@ -395,7 +435,7 @@ pub fn open_for_edit(path: &Path) -> Result<File> {
             }
             err
         })?;
-    lock_exclusive(path, &file)?;
+    lock(path, &file, Lock::Exclusive)?;
     recover(path, &file)?;
     Ok(file)
 }
@@ -551,6 +591,32 @@ impl<'a> Edit<'a> {
     }
 
     /// Write `bytes` at `offset` at commit.
+    /// Write the 512-byte sectors of `new` (bytes from offset 0, e.g. a SIF's header and
+    /// descriptor table) that differ from `old`; returns the bytes written.
+    pub fn write_changed_sectors(&mut self, old: &[u8], new: &[u8]) -> u64 {
+        const SECTOR: usize = 512;
+        let mut written = 0;
+        let mut start = None;
+        let sectors = new.len().div_ceil(SECTOR);
+        for s in 0..=sectors {
+            let changed = s < sectors && {
+                let range = s * SECTOR..((s + 1) * SECTOR).min(new.len());
+                old.get(range.clone()) != Some(&new[range])
+            };
+            match (changed, start) {
+                (true, None) => start = Some(s),
+                (false, Some(first)) => {
+                    let range = first * SECTOR..(s * SECTOR).min(new.len());
+                    written += range.len() as u64;
+                    self.write(range.start as u64, new[range].to_vec());
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        written
+    }
+
     pub fn write(&mut self, offset: u64, bytes: Vec<u8>) {
         self.record.ops.push(Op::Write { offset, bytes });
     }

@@ -14,6 +14,7 @@
 //!
 //! See `docs/architecture.md` for the data flow.
 
+pub mod digest;
 pub mod error;
 pub mod fs;
 pub mod journal;

@@ -1,6 +1,7 @@
 //! clap front end. Exit codes: 0 success, 1 "checked and found wanting" (verify, --check),
 //! 2 error (bad input, refused operation, I/O failure), printed as one line.
 
+mod output;
 mod overlay_cmds;
 mod sif_cmds;
 
@@ -59,14 +60,6 @@ pub enum Outcome {
     CheckFailed,
 }
 
-/// Print a report as pretty JSON on stdout.
-pub fn print_json<T: serde::Serialize>(value: &T) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("reports serialise")
-    );
-}
-
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     install_progress();
@@ -89,6 +82,8 @@ pub fn run() -> ExitCode {
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::CheckFailed) => ExitCode::from(1),
+        // The reader of our output went away (`| head`): its choice, not our failure.
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {
             // One line, whatever the error carries.
             eprintln!("sifovl: {}", e.to_string().replace('\n', " "));

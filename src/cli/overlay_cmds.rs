@@ -7,7 +7,8 @@ use clap::Args;
 use sifovl::Result;
 use sifovl::ops;
 
-use super::{Outcome, print_json};
+use super::Outcome;
+use super::output::{outln, print_json, write_out};
 
 #[derive(Args)]
 #[command(after_help = "Examples:
@@ -65,9 +66,9 @@ pub fn add(args: AddArgs) -> Result<Outcome> {
         report.dropped_cosign_entries,
     );
     if args.json {
-        print_json(&report);
+        print_json(&report)?;
     } else {
-        println!(
+        outln!(
             "{}: added a {} MiB ext3 overlay as object {} at offset {}{}",
             report.image,
             report.size >> 20,
@@ -78,7 +79,7 @@ pub fn add(args: AddArgs) -> Result<Outcome> {
                 .as_deref()
                 .map(|d| format!(" ({d})"))
                 .unwrap_or_default()
-        );
+        )?;
     }
     Ok(Outcome::Success)
 }
@@ -109,26 +110,29 @@ pub fn reconcile(args: ReconcileArgs) -> Result<Outcome> {
         report.dropped_cosign_entries,
     );
     if args.json {
-        print_json(&report);
+        print_json(&report)?;
     } else if report.in_sync {
-        println!(
+        outln!(
             "{}: overlay digest in sync ({}), nothing to do",
-            report.image, report.actual_digest
-        );
+            report.image,
+            report.actual_digest
+        )?;
     } else if args.check {
-        println!(
+        outln!(
             "{}: out of sync: overlay holds {} but the image records {}",
-            report.image, report.actual_digest, report.recorded_digest
-        );
+            report.image,
+            report.actual_digest,
+            report.recorded_digest
+        )?;
     } else {
-        println!(
+        outln!(
             "{}: overlay {} -> {}; manifest now {} ({} bytes written)",
             report.image,
             report.recorded_digest,
             report.actual_digest,
             report.manifest_digest,
             report.bytes_written
-        );
+        )?;
     }
     Ok(if args.check && !report.in_sync {
         Outcome::CheckFailed
@@ -154,9 +158,9 @@ pub struct InspectArgs {
 pub fn inspect(args: InspectArgs) -> Result<Outcome> {
     let report = ops::inspect::inspect(&args.image, args.hash)?;
     if args.json {
-        print_json(&report);
+        print_json(&report)?;
     } else {
-        print!("{}", ops::inspect::render(&report));
+        write_out(&ops::inspect::render(&report))?;
     }
     Ok(Outcome::Success)
 }
@@ -178,9 +182,9 @@ pub struct VerifyArgs {
 pub fn verify(args: VerifyArgs) -> Result<Outcome> {
     let report = ops::verify::verify(&args.image)?;
     if args.json {
-        print_json(&report);
+        print_json(&report)?;
     } else {
-        print!("{}", ops::verify::render(&report));
+        write_out(&ops::verify::render(&report))?;
     }
     Ok(if report.ok {
         Outcome::Success
@@ -198,12 +202,11 @@ pub struct RecoverArgs {
 }
 
 pub fn recover(args: RecoverArgs) -> Result<Outcome> {
-    let pending = sifovl::journal::pending(&args.image);
-    sifovl::journal::open_for_edit(&args.image)?;
-    if pending {
-        println!("{}: interrupted edit recovered", args.image.display());
+    let report = ops::recover::recover(&args.image)?;
+    if report.recovered {
+        outln!("{}: interrupted edit recovered", report.image)?;
     } else {
-        println!("{}: no interrupted edit pending", args.image.display());
+        outln!("{}: no interrupted edit pending", report.image)?;
     }
     Ok(Outcome::Success)
 }
@@ -240,6 +243,10 @@ pub fn seal(args: SealArgs) -> Result<Outcome> {
         block_size: args.block_size,
         root_owned: args.root_owned,
         force: args.force,
+        // Reproducible builds' convention; otherwise the current time, as mksquashfs.
+        mkfs_time: std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|v| v.parse().ok()),
     };
     let report = ops::seal::seal(&args.image, &options)?;
     warn_invalidated(
@@ -247,9 +254,9 @@ pub fn seal(args: SealArgs) -> Result<Outcome> {
         report.dropped_cosign_entries,
     );
     if args.json {
-        print_json(&report);
+        print_json(&report)?;
     } else {
-        println!(
+        outln!(
             "{}: sealed {} entries of a {} MiB overlay into a {}-byte squashfs (object {} at offset {}); file {} -> {} bytes",
             report.image,
             report.entries,
@@ -259,7 +266,7 @@ pub fn seal(args: SealArgs) -> Result<Outcome> {
             report.offset,
             report.file_size_before,
             report.file_size_after
-        );
+        )?;
     }
     Ok(Outcome::Success)
 }
@@ -288,14 +295,10 @@ pub struct MksquashfsArgs {
 }
 
 pub fn mksquashfs(args: MksquashfsArgs) -> Result<Outcome> {
-    use sifovl::error::ResultExt;
-    use sifovl::fs::entry::copy_entries;
-    use sifovl::fs::squashfs::{Compression, SquashfsWriter, WriterOptions};
-    let mut source = sifovl::fs::dir::DirSource::new(&args.dir)?;
-    let file = std::fs::File::create(&args.output).with_context(|| args.output.display())?;
-    let mut writer = SquashfsWriter::new(
-        &file,
-        0,
+    use sifovl::fs::squashfs::{Compression, WriterOptions};
+    let report = ops::pack::mksquashfs(
+        &args.dir,
+        &args.output,
         WriterOptions {
             compression: Compression::parse(&args.compression)?,
             block_size: args.block_size,
@@ -303,10 +306,12 @@ pub fn mksquashfs(args: MksquashfsArgs) -> Result<Outcome> {
             threads: args.threads,
         },
     )?;
-    let entries = copy_entries(&mut source, &mut writer)?;
-    let len = writer.finish()?;
-    file.set_len(len).with_context(|| args.output.display())?;
-    println!("{}: {entries} entries, {len} bytes", args.output.display());
+    outln!(
+        "{}: {} entries, {} bytes",
+        report.output,
+        report.entries,
+        report.size
+    )?;
     Ok(Outcome::Success)
 }
 
@@ -335,12 +340,9 @@ pub fn ls(args: LsArgs) -> Result<Outcome> {
     };
     let entries = ops::browse::list(&args.image, target, args.hash)?;
     if args.json {
-        print_json(&entries);
+        print_json(&entries)?;
     } else {
-        use std::io::Write;
-        let _ = std::io::stdout()
-            .lock()
-            .write_all(ops::browse::render(&entries).as_bytes());
+        write_out(&ops::browse::render(&entries))?;
     }
     Ok(Outcome::Success)
 }
@@ -390,52 +392,24 @@ pub struct MktarArgs {
     pub json: bool,
 }
 
-#[derive(serde::Serialize)]
-struct LayerReport {
-    output: String,
-    entries: u64,
-    digest: String,
-    diff_id: String,
-    size: u64,
-}
-
-fn write_tar(
-    source: &mut dyn sifovl::fs::entry::EntrySource,
-    output: &std::path::Path,
-    compression: &str,
-) -> Result<LayerReport> {
-    use sifovl::error::ResultExt;
-    let file = std::fs::File::create(output).with_context(|| output.display())?;
-    let mut writer = sifovl::fs::tar::TarLayerWriter::new(
-        std::io::BufWriter::new(file),
-        tar_compression(compression)?,
-    )?;
-    let entries = sifovl::fs::entry::copy_entries(source, &mut writer)?;
-    let d = writer.finish()?;
-    Ok(LayerReport {
-        output: output.display().to_string(),
-        entries,
-        digest: d.digest.to_string(),
-        diff_id: d.diff_id.to_string(),
-        size: d.size,
-    })
-}
-
-fn print_layer(report: &LayerReport, json: bool) {
+fn print_layer(report: &ops::pack::LayerReport, json: bool) -> Result<()> {
     if json {
-        print_json(report);
+        print_json(report)
     } else {
-        println!(
+        outln!(
             "{}: {} entries, {} bytes\n  digest  {}\n  diff_id {}",
-            report.output, report.entries, report.size, report.digest, report.diff_id
-        );
+            report.output,
+            report.entries,
+            report.size,
+            report.digest,
+            report.diff_id
+        )
     }
 }
 
 pub fn mktar(args: MktarArgs) -> Result<Outcome> {
-    let mut source = sifovl::fs::dir::DirSource::new(&args.dir)?;
-    let report = write_tar(&mut source, &args.output, &args.compression)?;
-    print_layer(&report, args.json);
+    let report = ops::pack::mktar(&args.dir, &args.output, tar_compression(&args.compression)?)?;
+    print_layer(&report, args.json)?;
     Ok(Outcome::Success)
 }
 
@@ -468,11 +442,12 @@ pub fn export_layer(args: ExportLayerArgs) -> Result<Outcome> {
         Some(n) => ops::browse::Target::Layer(n),
         None => ops::browse::Target::Overlay,
     };
-    let (file, offset, size) = ops::browse::locate(&args.image, target)?;
-    let reader = sifovl::fs::squashfs::SquashfsReader::open(&file, offset, size)
-        .map_err(|e| e.context(format!("{}: layer", args.image.display())))?;
-    let mut source = sifovl::fs::whiteout::ToAufs::new(reader.walk()?);
-    let report = write_tar(&mut source, &args.output, &args.compression)?;
-    print_layer(&report, args.json);
+    let report = ops::pack::export_layer(
+        &args.image,
+        target,
+        &args.output,
+        tar_compression(&args.compression)?,
+    )?;
+    print_layer(&report, args.json)?;
     Ok(Outcome::Success)
 }

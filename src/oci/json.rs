@@ -7,7 +7,7 @@
 //! [`serde_json::Value`] (features `preserve_order` and `arbitrary_precision`), so unknown
 //! fields, key order and number spellings survive an edit.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
@@ -42,19 +42,38 @@ fn write_value(value: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        Value::Object(map) => {
-            out.push(b'{');
-            for (i, (key, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_string(key, out);
-                out.push(b':');
-                write_value(item, out);
-            }
-            out.push(b'}');
-        }
+        Value::Object(map) => write_object(map, out),
     }
+}
+
+/// [`to_go_bytes`] of a JSON object.
+pub fn object_to_go_bytes(map: &Map<String, Value>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    write_object(map, &mut out);
+    out
+}
+
+/// Parse a JSON blob that must be an object; `kind` says what it should be in the error.
+pub fn parse_object(bytes: &[u8], what: &str, kind: &str) -> Result<Map<String, Value>> {
+    match parse(bytes, what)? {
+        Value::Object(map) => Ok(map),
+        _ => Err(Error::malformed(format!(
+            "{what}: {kind} is not a JSON object"
+        ))),
+    }
+}
+
+fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
+    out.push(b'{');
+    for (i, (key, item)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_string(key, out);
+        out.push(b':');
+        write_value(item, out);
+    }
+    out.push(b'}');
 }
 
 /// Go's string encoding with `escapeHTML` on (the default of `json.Marshal`).

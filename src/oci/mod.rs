@@ -1,9 +1,10 @@
-//! OCI image content: digests and order-preserving edits of index, manifest and config JSON.
-//! Knows nothing about SIF files or filesystems.
+//! OCI image content: media types and order-preserving edits of index, manifest and config
+//! JSON. Knows nothing about SIF files or filesystems.
 
-pub mod digest;
 pub mod json;
+pub mod media_type;
 pub mod model;
 
-pub use digest::Digest;
+pub use crate::digest::Digest;
+pub use media_type::MediaType;
 pub use model::{Config, Descriptor, Index, IndexEntry, Manifest};

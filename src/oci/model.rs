@@ -1,20 +1,16 @@
-//! Index, manifest and config blobs as order-preserving JSON with the few typed edits the
-//! overlay operations need. Everything not edited is kept as parsed (see [`super::json`]).
+//! Index, manifest and config blobs: typed views parsed once, over the order-preserving JSON
+//! that stays the single source of their bytes. Edits change the JSON and the typed view
+//! together; everything not edited is kept as parsed (see [`super::json`]), so unknown
+//! fields, key order and number spellings survive.
 
 use serde_json::{Map, Value, json};
 
-use super::digest::Digest;
 use super::json;
+use super::media_type::MediaType;
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-pub const SQUASHFS_LAYER: &str = "application/vnd.sylabs.image.layer.v1.squashfs";
-pub const EXT3_LAYER: &str = "application/vnd.sylabs.image.layer.v1.ext3";
+/// The annotation naming an index entry (a tag).
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// The history entry `overlay create` appends (Go's zero time).
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -22,8 +18,11 @@ pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 /// A content descriptor: what every reference from one blob to another holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Descriptor {
-    pub media_type: String,
+    /// The referenced blob's media type (`Other("")` when absent).
+    pub media_type: MediaType,
+    /// The referenced blob's size in bytes.
     pub size: u64,
+    /// The referenced blob's digest.
     pub digest: Digest,
 }
 
@@ -33,11 +32,8 @@ impl Descriptor {
         let obj = value
             .as_object()
             .ok_or_else(|| Error::malformed(format!("{what}: descriptor is not an object")))?;
-        let media_type = obj
-            .get("mediaType")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let media_type =
+            MediaType::parse(obj.get("mediaType").and_then(Value::as_str).unwrap_or(""));
         let size = obj
             .get("size")
             .and_then(Value::as_u64)
@@ -56,30 +52,24 @@ impl Descriptor {
 
     /// The exact form the reference writes for layers it creates: `{mediaType,size,digest}`.
     pub fn to_json(&self) -> Value {
-        json!({"mediaType": self.media_type, "size": self.size, "digest": self.digest.to_string()})
+        json!({"mediaType": self.media_type.as_str(), "size": self.size, "digest": self.digest.to_string()})
     }
 }
 
-/// Whether a manifest media type is an image manifest a runtime can select.
-pub fn is_image_manifest(media_type: &str) -> bool {
-    media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST
-}
-
-/// Whether a media type is a nested index.
-pub fn is_index(media_type: &str) -> bool {
-    media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST
-}
-
-/// Whether a config media type is a Docker/OCI image config (whose `rootfs` and `history`
-/// the reference edits); other configs (data containers) are kept byte for byte.
-pub fn is_image_config(media_type: &str) -> bool {
-    media_type == OCI_CONFIG || media_type == DOCKER_CONFIG
+/// Point a descriptor object at another blob: only `size` and `digest` change.
+fn retarget(value: &mut Value, size: u64, digest: &Digest) {
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("size".into(), Value::from(size));
+        obj.insert("digest".into(), Value::from(digest.to_string()));
+    }
 }
 
 /// One entry of an index's `manifests` array.
 #[derive(Debug, Clone)]
 pub struct IndexEntry {
+    /// Position in the `manifests` array.
     pub position: usize,
+    /// The manifest (or nested index) it points at.
     pub descriptor: Descriptor,
     /// The `org.opencontainers.image.ref.name` annotation, if any.
     pub ref_name: Option<String>,
@@ -97,53 +87,57 @@ impl IndexEntry {
 /// An image index (the SIF RootIndex, or a nested index).
 #[derive(Debug, Clone)]
 pub struct Index {
-    value: Value,
+    value: Map<String, Value>,
+    entries: Vec<IndexEntry>,
 }
 
 impl Index {
+    /// Parse an index blob; `what` names it in errors.
     pub fn parse(bytes: &[u8], what: &str) -> Result<Index> {
-        let value = json::parse(bytes, what)?;
-        if !value.is_object() {
-            return Err(Error::malformed(format!(
-                "{what}: index is not a JSON object"
-            )));
-        }
-        Ok(Index { value })
+        let value = json::parse_object(bytes, what, "index")?;
+        let entries = match value.get("manifests") {
+            None => Vec::new(),
+            Some(manifests) => manifests
+                .as_array()
+                .ok_or_else(|| Error::malformed(format!("{what}: `manifests` is not an array")))?
+                .iter()
+                .enumerate()
+                .map(|(position, v)| {
+                    let descriptor =
+                        Descriptor::from_json(v, &format!("{what}: manifests[{position}]"))?;
+                    let ref_name = v
+                        .get("annotations")
+                        .and_then(|a| a.get(REF_NAME))
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    Ok(IndexEntry {
+                        position,
+                        descriptor,
+                        ref_name,
+                    })
+                })
+                .collect::<Result<_>>()?,
+        };
+        Ok(Index { value, entries })
     }
 
-    pub fn entries(&self, what: &str) -> Result<Vec<IndexEntry>> {
-        let Some(manifests) = self.value.get("manifests") else {
-            return Ok(Vec::new());
-        };
-        let list = manifests
-            .as_array()
-            .ok_or_else(|| Error::malformed(format!("{what}: `manifests` is not an array")))?;
-        list.iter()
-            .enumerate()
-            .map(|(position, v)| {
-                let descriptor =
-                    Descriptor::from_json(v, &format!("{what}: manifests[{position}]"))?;
-                let ref_name = v
-                    .get("annotations")
-                    .and_then(|a| a.get(REF_NAME))
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                Ok(IndexEntry {
-                    position,
-                    descriptor,
-                    ref_name,
-                })
-            })
-            .collect()
+    /// The entries of `manifests`, in order.
+    pub fn entries(&self) -> &[IndexEntry] {
+        &self.entries
+    }
+
+    /// The `schemaVersion` field, if it is a number.
+    pub fn schema_version(&self) -> Option<u64> {
+        self.value.get("schemaVersion").and_then(Value::as_u64)
     }
 
     /// The one runnable image, by SingularityCE's rule: among top-level image manifests
     /// whose `ref.name` does not start with `_cosign`, there must be exactly one.
-    pub fn single_image(&self, what: &str) -> Result<IndexEntry> {
-        let entries = self.entries(what)?;
-        let mut images = entries
-            .into_iter()
-            .filter(|e| is_image_manifest(&e.descriptor.media_type) && !e.is_cosign());
+    pub fn single_image(&self, what: &str) -> Result<&IndexEntry> {
+        let mut images = self
+            .entries
+            .iter()
+            .filter(|e| e.descriptor.media_type.is_image_manifest() && !e.is_cosign());
         let first = images
             .next()
             .ok_or_else(|| Error::malformed(format!("{what}: no image manifest in the index")))?;
@@ -157,122 +151,143 @@ impl Index {
 
     /// The index after an edit of its image: every index-level field kept, `manifests`
     /// replaced by the one image descriptor (cosign entries go: the edit invalidates them).
-    pub fn with_single_image(&self, image: Value) -> Index {
+    pub fn with_single_image(&self, image: Value) -> Result<Index> {
         let mut value = self.value.clone();
-        let obj = value.as_object_mut().expect("checked at parse");
-        obj.insert("manifests".into(), Value::Array(vec![image]));
-        Index { value }
+        value.insert("manifests".into(), Value::Array(vec![image]));
+        Index::parse(&json::object_to_go_bytes(&value), "new index")
     }
 
+    /// The blob's bytes, as Go's encoder writes them.
     pub fn to_bytes(&self) -> Vec<u8> {
-        json::to_go_bytes(&self.value)
-    }
-
-    pub fn value(&self) -> &Value {
-        &self.value
+        json::object_to_go_bytes(&self.value)
     }
 }
 
 /// An image manifest.
 #[derive(Debug, Clone)]
 pub struct Manifest {
-    value: Value,
+    value: Map<String, Value>,
+    config: Descriptor,
+    layers: Vec<Descriptor>,
 }
 
 impl Manifest {
+    /// Parse a manifest blob; `what` names it in errors.
     pub fn parse(bytes: &[u8], what: &str) -> Result<Manifest> {
-        let value = json::parse(bytes, what)?;
-        let manifest = Manifest { value };
-        manifest.config(what)?;
-        manifest.layers(what)?;
-        Ok(manifest)
+        let value = match json::parse(bytes, what)? {
+            Value::Object(map) => map,
+            _ => return Err(Error::malformed(format!("{what}: manifest has no config"))),
+        };
+        let config = value
+            .get("config")
+            .ok_or_else(|| Error::malformed(format!("{what}: manifest has no config")))
+            .and_then(|c| Descriptor::from_json(c, &format!("{what}: config")))?;
+        let layers = match value.get("layers") {
+            None => Vec::new(),
+            Some(layers) => layers
+                .as_array()
+                .ok_or_else(|| Error::malformed(format!("{what}: `layers` is not an array")))?
+                .iter()
+                .enumerate()
+                .map(|(i, v)| Descriptor::from_json(v, &format!("{what}: layers[{i}]")))
+                .collect::<Result<_>>()?,
+        };
+        Ok(Manifest {
+            value,
+            config,
+            layers,
+        })
     }
 
-    pub fn media_type(&self) -> Option<&str> {
-        self.value.get("mediaType").and_then(Value::as_str)
+    /// The manifest's own `mediaType` field, if present.
+    pub fn media_type(&self) -> Option<MediaType> {
+        self.value
+            .get("mediaType")
+            .and_then(Value::as_str)
+            .map(MediaType::parse)
     }
 
+    /// The `artifactType` field, if present.
     pub fn artifact_type(&self) -> Option<&str> {
         self.value.get("artifactType").and_then(Value::as_str)
     }
 
-    pub fn config(&self, what: &str) -> Result<Descriptor> {
-        let config = self
-            .value
-            .get("config")
-            .ok_or_else(|| Error::malformed(format!("{what}: manifest has no config")))?;
-        Descriptor::from_json(config, &format!("{what}: config"))
+    /// The config descriptor.
+    pub fn config(&self) -> &Descriptor {
+        &self.config
     }
 
-    pub fn layers(&self, what: &str) -> Result<Vec<Descriptor>> {
-        let Some(layers) = self.value.get("layers") else {
-            return Ok(Vec::new());
-        };
-        let layers = layers
-            .as_array()
-            .ok_or_else(|| Error::malformed(format!("{what}: `layers` is not an array")))?;
-        layers
-            .iter()
-            .enumerate()
-            .map(|(i, v)| Descriptor::from_json(v, &format!("{what}: layers[{i}]")))
-            .collect()
+    /// The layer descriptors, bottom first.
+    pub fn layers(&self) -> &[Descriptor] {
+        &self.layers
     }
 
     /// Point the config descriptor at a new config blob (other keys of it kept).
     pub fn set_config(&mut self, size: u64, digest: &Digest) {
-        let config = self.value["config"]
-            .as_object_mut()
-            .expect("checked at parse");
-        config.insert("size".into(), Value::from(size));
-        config.insert("digest".into(), Value::from(digest.to_string()));
+        if let Some(config) = self.value.get_mut("config") {
+            retarget(config, size, digest);
+        }
+        self.config.size = size;
+        self.config.digest = *digest;
     }
 
+    /// Append a layer descriptor of the reference's exact form.
     pub fn push_layer(&mut self, layer: &Descriptor) {
-        let obj = self.value.as_object_mut().expect("checked at parse");
-        let layers = obj
+        let layers = self
+            .value
             .entry("layers")
             .or_insert_with(|| Value::Array(Vec::new()));
-        layers
-            .as_array_mut()
-            .expect("checked at parse")
-            .push(layer.to_json());
+        if let Some(list) = layers.as_array_mut() {
+            list.push(layer.to_json());
+        }
+        self.layers.push(layer.clone());
+    }
+
+    fn layer_json(&mut self, index: usize) -> Result<&mut Value> {
+        self.value
+            .get_mut("layers")
+            .and_then(Value::as_array_mut)
+            .and_then(|l| l.get_mut(index))
+            .ok_or_else(|| Error::malformed(format!("manifest has no layer {index}")))
     }
 
     /// Replace layer `index` by a descriptor of the reference's exact form.
-    pub fn set_layer(&mut self, index: usize, layer: &Descriptor) {
-        self.value["layers"][index] = layer.to_json();
+    pub fn set_layer(&mut self, index: usize, layer: &Descriptor) -> Result<()> {
+        *self.layer_json(index)? = layer.to_json();
+        self.layers[index] = layer.clone();
+        Ok(())
     }
 
     /// Only the digest and size of layer `index` change (its other keys are kept).
-    pub fn set_layer_digest(&mut self, index: usize, size: u64, digest: &Digest) {
-        let layer = self.value["layers"][index]
-            .as_object_mut()
-            .expect("checked at parse");
-        layer.insert("size".into(), Value::from(size));
-        layer.insert("digest".into(), Value::from(digest.to_string()));
+    pub fn set_layer_digest(&mut self, index: usize, size: u64, digest: &Digest) -> Result<()> {
+        retarget(self.layer_json(index)?, size, digest);
+        self.layers[index].size = size;
+        self.layers[index].digest = *digest;
+        Ok(())
     }
 
+    /// The blob's bytes, as Go's encoder writes them.
     pub fn to_bytes(&self) -> Vec<u8> {
-        json::to_go_bytes(&self.value)
+        json::object_to_go_bytes(&self.value)
     }
 
     /// The RootIndex descriptor the reference (ggcr ≥ 0.21.6) writes for this manifest.
     pub fn index_descriptor(
         &self,
         bytes: &[u8],
-        fallback_media_type: &str,
-        config_media_type: &str,
+        fallback_media_type: &MediaType,
+        config_media_type: &MediaType,
     ) -> Value {
         let mut desc = Map::new();
-        desc.insert(
-            "mediaType".into(),
-            Value::from(self.media_type().unwrap_or(fallback_media_type)),
-        );
+        let media_type = self
+            .media_type()
+            .unwrap_or_else(|| fallback_media_type.clone());
+        desc.insert("mediaType".into(), Value::from(media_type.as_str()));
         desc.insert("size".into(), Value::from(bytes.len() as u64));
         desc.insert("digest".into(), Value::from(Digest::of(bytes).to_string()));
         desc.insert(
             "artifactType".into(),
-            Value::from(self.artifact_type().unwrap_or(config_media_type)),
+            Value::from(self.artifact_type().unwrap_or(config_media_type.as_str())),
         );
         Value::Object(desc)
     }
@@ -312,78 +327,91 @@ fn insert_in_ggcr_order(obj: &mut Map<String, Value>, key: &str, value: Value) {
 /// An image config. Only Docker/OCI image configs are edited.
 #[derive(Debug, Clone)]
 pub struct Config {
-    value: Value,
+    value: Map<String, Value>,
+    diff_ids: Vec<Digest>,
 }
 
 impl Config {
+    /// Parse a config blob; `what` names it in errors.
     pub fn parse(bytes: &[u8], what: &str) -> Result<Config> {
-        let value = json::parse(bytes, what)?;
-        if !value.is_object() {
-            return Err(Error::malformed(format!(
-                "{what}: config is not a JSON object"
-            )));
-        }
-        let config = Config { value };
-        config.diff_ids(what)?;
-        Ok(config)
+        let value = json::parse_object(bytes, what, "config")?;
+        let diff_ids = match value.get("rootfs").and_then(|r| r.get("diff_ids")) {
+            None => Vec::new(),
+            Some(ids) => ids
+                .as_array()
+                .ok_or_else(|| {
+                    Error::malformed(format!("{what}: rootfs.diff_ids is not an array"))
+                })?
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let text = v.as_str().ok_or_else(|| {
+                        Error::malformed(format!("{what}: rootfs.diff_ids[{i}] is not a string"))
+                    })?;
+                    Digest::parse(text)
+                        .map_err(|e| e.context(format!("{what}: rootfs.diff_ids[{i}]")))
+                })
+                .collect::<Result<_>>()?,
+        };
+        Ok(Config { value, diff_ids })
     }
 
     /// `rootfs.diff_ids` (empty when absent).
-    pub fn diff_ids(&self, what: &str) -> Result<Vec<Digest>> {
-        let Some(ids) = self.value.get("rootfs").and_then(|r| r.get("diff_ids")) else {
-            return Ok(Vec::new());
-        };
-        let ids = ids
-            .as_array()
-            .ok_or_else(|| Error::malformed(format!("{what}: rootfs.diff_ids is not an array")))?;
-        ids.iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let text = v.as_str().ok_or_else(|| {
-                    Error::malformed(format!("{what}: rootfs.diff_ids[{i}] is not a string"))
-                })?;
-                Digest::parse(text).map_err(|e| e.context(format!("{what}: rootfs.diff_ids[{i}]")))
-            })
-            .collect()
+    pub fn diff_ids(&self) -> &[Digest] {
+        &self.diff_ids
     }
 
-    fn diff_ids_mut(&mut self) -> &mut Vec<Value> {
-        let obj = self.value.as_object_mut().expect("checked at parse");
-        insert_in_ggcr_order(obj, "rootfs", json!({"type": "layers"}));
-        let rootfs = obj.get_mut("rootfs").expect("just ensured");
+    /// The `rootfs.diff_ids` array, created (in ggcr's key order) when absent.
+    fn diff_ids_json(&mut self) -> &mut Vec<Value> {
+        insert_in_ggcr_order(&mut self.value, "rootfs", json!({"type": "layers"}));
+        let rootfs = self
+            .value
+            .entry("rootfs")
+            .or_insert_with(|| json!({"type": "layers"}));
         if !rootfs.is_object() {
             *rootfs = json!({"type": "layers"});
         }
+        let Value::Object(rootfs) = rootfs else {
+            unreachable!("made an object above")
+        };
         let ids = rootfs
-            .as_object_mut()
-            .expect("made an object")
             .entry("diff_ids")
             .or_insert_with(|| Value::Array(Vec::new()));
         if !ids.is_array() {
             *ids = Value::Array(Vec::new());
         }
-        ids.as_array_mut().expect("made an array")
+        let Value::Array(ids) = ids else {
+            unreachable!("made an array above")
+        };
+        ids
     }
 
+    /// Append a diff_id (a new top layer).
     pub fn push_diff_id(&mut self, digest: &Digest) {
-        self.diff_ids_mut().push(Value::from(digest.to_string()));
+        self.diff_ids_json().push(Value::from(digest.to_string()));
+        self.diff_ids.push(*digest);
     }
 
-    pub fn set_diff_id(&mut self, index: usize, digest: &Digest) {
-        let ids = self.diff_ids_mut();
-        ids[index] = Value::from(digest.to_string());
+    /// Replace diff_id `index`.
+    pub fn set_diff_id(&mut self, index: usize, digest: &Digest) -> Result<()> {
+        let ids = self.diff_ids_json();
+        let slot = ids
+            .get_mut(index)
+            .ok_or_else(|| Error::malformed(format!("config has no diff_id {index}")))?;
+        *slot = Value::from(digest.to_string());
+        self.diff_ids[index] = *digest;
+        Ok(())
     }
 
     /// Append `{"created":"0001-01-01T00:00:00Z"}` to `history`, as `overlay create` does.
     pub fn push_empty_history(&mut self) {
-        let obj = self.value.as_object_mut().expect("checked at parse");
-        insert_in_ggcr_order(obj, "history", Value::Array(Vec::new()));
-        let history = obj.get_mut("history").expect("just ensured");
-        if let Some(list) = history.as_array_mut() {
+        insert_in_ggcr_order(&mut self.value, "history", Value::Array(Vec::new()));
+        if let Some(list) = self.value.get_mut("history").and_then(Value::as_array_mut) {
             list.push(json!({"created": ZERO_TIME}));
         }
     }
 
+    /// Number of `history` entries.
     pub fn history_len(&self) -> usize {
         self.value
             .get("history")
@@ -391,12 +419,9 @@ impl Config {
             .map_or(0, Vec::len)
     }
 
+    /// The blob's bytes, as Go's encoder writes them.
     pub fn to_bytes(&self) -> Vec<u8> {
-        json::to_go_bytes(&self.value)
-    }
-
-    pub fn value(&self) -> &Value {
-        &self.value
+        json::object_to_go_bytes(&self.value)
     }
 }
 
@@ -430,8 +455,9 @@ mod tests {
     fn single_image_skips_cosign_entries_and_refuses_two_images() {
         let d1 = Digest::of(b"1");
         let d2 = Digest::of(b"2");
+        let manifest = MediaType::OciManifest;
         let one = format!(
-            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","size":1,"digest":"{d1}"}},{{"mediaType":"{OCI_MANIFEST}","size":1,"digest":"{d2}","annotations":{{"{REF_NAME}":"_cosign:sha256-{}.sig"}}}}]}}"#,
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{manifest}","size":1,"digest":"{d1}"}},{{"mediaType":"{manifest}","size":1,"digest":"{d2}","annotations":{{"{REF_NAME}":"_cosign:sha256-{}.sig"}}}}]}}"#,
             d1.hex()
         );
         let index = Index::parse(one.as_bytes(), "index").unwrap();

@@ -8,17 +8,17 @@
 //! Writing follows the reference update engine (`ReplaceImage`, spec section 2) so that the
 //! bytes come out the same — blobs kept when their digest is present, every other OCI object
 //! deleted (zeroed, file truncated), new blobs appended packed into the lowest free slots in
-//! walk order, RootIndex last — but goes through a [`crate::journal::Edit`], so a crash
-//! leaves either the old file or the new one.
+//! walk order, RootIndex last. It does not write: it plans. [`replace_image`] edits the
+//! in-memory [`Container`] and returns a [`WritePlan`] (zeroing, blob placements, new
+//! metadata) that the caller applies through its crash-safe edit.
 
 use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
+use crate::digest::Digest;
 use crate::error::{Error, Result, ResultExt};
-use crate::journal::Edit;
-use crate::oci::Digest;
-use crate::oci::model::{self, Config, Descriptor, Index, IndexEntry, Manifest};
+use crate::oci::{Config, Descriptor, Index, IndexEntry, Manifest, MediaType};
 use crate::sif::{Container, DataType, ObjectSpec};
 
 /// JSON blobs larger than this are not plausible index, manifest or config blobs.
@@ -62,12 +62,64 @@ impl OciImage {
     pub fn overlay(&self) -> Option<&Layer> {
         self.layers
             .last()
-            .filter(|l| l.descriptor.media_type == model::EXT3_LAYER)
+            .filter(|l| l.descriptor.media_type == MediaType::Ext3Layer)
     }
 
     /// Whether the config is a Docker/OCI image config (edited) or an opaque one (kept).
     pub fn has_image_config(&self) -> bool {
-        model::is_image_config(&self.config_descriptor.media_type)
+        self.config_descriptor.media_type.is_image_config()
+    }
+
+    /// The config's `diff_ids`, which must be one per layer in an image config (the rule
+    /// every edit of a layer relies on). `None` for an opaque config (no diff_ids).
+    pub fn checked_diff_ids(&self) -> Result<Option<&[Digest]>> {
+        if !self.has_image_config() {
+            return Ok(None);
+        }
+        let ids = self.config.diff_ids();
+        if ids.len() != self.layers.len() {
+            return Err(Error::malformed(format!(
+                "config has {} diff_ids for {} layers",
+                ids.len(),
+                self.layers.len()
+            )));
+        }
+        Ok(Some(ids))
+    }
+
+    /// Whether every record of the overlay's digest (its SIF descriptor, its manifest
+    /// descriptor and the last `diff_id`, one per layer) agrees with `actual`, the digest of
+    /// its bytes: the in-sync rule of `reconcile`, `inspect --hash` and `verify`.
+    pub fn overlay_in_sync(&self, overlay: &Layer, actual: &Digest) -> bool {
+        let diff_id_ok = match self.checked_diff_ids() {
+            Ok(Some(ids)) => ids.last() == Some(actual),
+            Ok(None) => true,
+            Err(_) => false,
+        };
+        overlay.descriptor.digest == *actual && overlay.object_digest == *actual && diff_id_ok
+    }
+
+    /// The manifest and config after layer `index` is replaced: by `layer` as the reference
+    /// writes a new descriptor (`Some`), or with only its digest and size changed (`None`
+    /// keeps the descriptor's other keys). The diff_id follows (layers whose diff_id is
+    /// their digest: squashfs and ext3).
+    pub fn with_layer_replaced(
+        &self,
+        index: usize,
+        digest: &Digest,
+        size: u64,
+        layer: Option<&Descriptor>,
+    ) -> Result<(Manifest, Config)> {
+        let mut manifest = self.manifest.clone();
+        match layer {
+            Some(layer) => manifest.set_layer(index, layer)?,
+            None => manifest.set_layer_digest(index, size, digest)?,
+        }
+        let mut config = self.config.clone();
+        if self.checked_diff_ids()?.is_some() {
+            config.set_diff_id(index, digest)?;
+        }
+        Ok((manifest, config))
     }
 }
 
@@ -91,10 +143,9 @@ pub fn is_oci_sif(container: &Container) -> Result<bool> {
 
 /// The one OCI object whose descriptor digest is `digest`.
 pub fn find_blob(container: &Container, digest: &Digest) -> Result<u32> {
-    let wanted = digest.to_string();
-    let mut found = container.objects().filter(|d| {
-        d.data_type == DataType::OciBlob && d.oci_digest().is_ok_and(|text| text == wanted)
-    });
+    let mut found = container
+        .objects()
+        .filter(|d| d.data_type == DataType::OciBlob && d.oci_digest().ok() == Some(*digest));
     let first = found
         .next()
         .ok_or_else(|| Error::not_found(format!("blob {digest}: no OCI.Blob object holds it")))?;
@@ -151,9 +202,13 @@ pub fn read_image(file: &File, container: &Container) -> Result<OciImage> {
     let index_bytes = read_small_object(file, container, index_object, "RootIndex")?;
     let index_what = format!("RootIndex (object {index_object})");
     let index = Index::parse(&index_bytes, &index_what)?;
-    let entries = index.entries(&index_what)?;
-    let cosign: Vec<IndexEntry> = entries.iter().filter(|e| e.is_cosign()).cloned().collect();
-    let image = index.single_image(&index_what)?;
+    let cosign: Vec<IndexEntry> = index
+        .entries()
+        .iter()
+        .filter(|e| e.is_cosign())
+        .cloned()
+        .collect();
+    let image = index.single_image(&index_what)?.clone();
 
     let manifest_what = format!("manifest {}", image.descriptor.digest);
     let manifest_object =
@@ -161,7 +216,7 @@ pub fn read_image(file: &File, container: &Container) -> Result<OciImage> {
     let manifest_bytes = read_small_object(file, container, manifest_object, &manifest_what)?;
     let manifest = Manifest::parse(&manifest_bytes, &manifest_what)?;
 
-    let config_descriptor = manifest.config(&manifest_what)?;
+    let config_descriptor = manifest.config().clone();
     let config_what = format!("config {}", config_descriptor.digest);
     let config_object =
         find_blob(container, &config_descriptor.digest).map_err(|e| e.context(&manifest_what))?;
@@ -169,30 +224,24 @@ pub fn read_image(file: &File, container: &Container) -> Result<OciImage> {
     let config = Config::parse(&config_bytes, &config_what)?;
 
     let mut layers = Vec::new();
-    let descriptors = manifest.layers(&manifest_what)?;
-    let count = descriptors.len();
-    for (i, descriptor) in descriptors.into_iter().enumerate() {
+    let count = manifest.layers().len();
+    for (i, descriptor) in manifest.layers().iter().cloned().enumerate() {
         let found = find_blob(container, &descriptor.digest);
         let object = match found {
             Ok(object) => object,
             // The state SingularityCE's `overlay sync` leaves when it dies between patching
             // the overlay's SIF digest and rewriting the JSON: the manifest still names the old
             // digest. The overlay is then the one OCI.Blob nothing references.
-            Err(e) if i + 1 == count && descriptor.media_type == model::EXT3_LAYER => {
+            Err(e) if i + 1 == count && descriptor.media_type == MediaType::Ext3Layer => {
                 let referenced: Vec<Digest> = [image.descriptor.digest, config_descriptor.digest]
                     .into_iter()
-                    .chain(manifest.layers(&manifest_what)?.iter().map(|l| l.digest))
+                    .chain(manifest.layers().iter().map(|l| l.digest))
                     .chain(cosign.iter().map(|c| c.descriptor.digest))
                     .collect();
                 let orphans: Vec<&crate::sif::Descriptor> = container
                     .objects()
                     .filter(|d| d.data_type == DataType::OciBlob && d.size == descriptor.size)
-                    .filter(|d| {
-                        d.oci_digest()
-                            .ok()
-                            .and_then(|t| Digest::parse(&t).ok())
-                            .is_some_and(|g| !referenced.contains(&g))
-                    })
+                    .filter(|d| d.oci_digest().is_ok_and(|g| !referenced.contains(&g)))
                     .collect();
                 match orphans.as_slice() {
                     [only] if cosign.is_empty() => only.id,
@@ -202,7 +251,7 @@ pub fn read_image(file: &File, container: &Container) -> Result<OciImage> {
             Err(e) => return Err(e.context(format!("{manifest_what}: layer {i}"))),
         };
         let d = container.object(object)?;
-        let object_digest = Digest::parse(&d.oci_digest()?)?;
+        let object_digest = d.oci_digest()?;
         layers.push(Layer {
             descriptor,
             object,
@@ -254,7 +303,7 @@ pub struct UpdateSummary {
     pub deleted: Vec<u32>,
     /// (object id, digest) written, RootIndex last.
     pub written: Vec<(u32, Digest)>,
-    /// Bytes the journal will write into the image (data, zeroing, metadata).
+    /// Bytes the plan writes into the image (data, zeroing, metadata).
     pub bytes_written: u64,
 }
 
@@ -268,12 +317,31 @@ impl UpdateSummary {
     }
 }
 
+/// The writes that turn the file into the planned image, in the order they must be
+/// applied: zero what was deleted, lay the new blobs, set the length, rewrite the changed
+/// metadata sectors. Nothing of it is written until the caller applies it.
+#[derive(Debug, Default)]
+pub struct WritePlan {
+    /// Ranges of deleted objects that stay inside the file: zeroed, as the reference does.
+    pub zero: Vec<(u64, u64)>,
+    /// New blobs and where they go.
+    pub blobs: Vec<(u64, NewBlob)>,
+    /// The file's new length (`None`: unchanged).
+    pub final_len: Option<u64>,
+    /// The header and descriptor table after the edit ([`Container::metadata_bytes`]).
+    pub metadata: Vec<u8>,
+    /// What the plan does, for reports.
+    pub summary: UpdateSummary,
+}
+
 /// The new image an operation produced: its manifest and config bytes plus any new blobs.
 pub struct NewImage {
+    /// The new manifest's bytes.
     pub manifest_bytes: Vec<u8>,
+    /// The new manifest.
     pub manifest: Manifest,
+    /// The new config's bytes.
     pub config_bytes: Vec<u8>,
-    pub layers: Vec<Descriptor>,
     /// Layer blobs that are new (not yet in the SIF).
     pub new_layers: Vec<NewBlob>,
 }
@@ -286,7 +354,7 @@ impl NewImage {
         mut manifest: Manifest,
         config: &Config,
         new_layers: Vec<NewBlob>,
-    ) -> Result<NewImage> {
+    ) -> NewImage {
         let config_bytes = if old.has_image_config() {
             config.to_bytes()
         } else {
@@ -294,41 +362,47 @@ impl NewImage {
         };
         manifest.set_config(config_bytes.len() as u64, &Digest::of(&config_bytes));
         let manifest_bytes = manifest.to_bytes();
-        let layers = manifest.layers("new manifest")?;
-        Ok(NewImage {
+        NewImage {
             manifest_bytes,
             manifest,
             config_bytes,
-            layers,
             new_layers,
-        })
+        }
+    }
+
+    /// The new manifest's digest.
+    pub fn manifest_digest(&self) -> Digest {
+        Digest::of(&self.manifest_bytes)
+    }
+
+    /// The new config's digest.
+    pub fn config_digest(&self) -> Digest {
+        Digest::of(&self.config_bytes)
     }
 }
 
 /// Replace the image of `old` by `new` in the SIF, as the reference's `ReplaceImage` does:
 /// the RootIndex is rebuilt with one entry (cosign entries are dropped, since an edit of the
 /// image invalidates them), unchanged blobs stay where they are, the rest is rewritten.
-/// Records everything in `edit`; nothing is visible until the caller commits.
-///
-/// `on_disk_metadata` is [`Container::metadata_bytes`] as the file holds it now (callers
-/// that patched descriptors before calling take it before patching).
+/// Edits `container` and returns the writes that make the file match it.
 pub fn replace_image(
     container: &mut Container,
-    edit: &mut Edit<'_>,
-    on_disk_metadata: &[u8],
     old: &OciImage,
     new: NewImage,
-) -> Result<UpdateSummary> {
+) -> Result<WritePlan> {
     let descriptor = new.manifest.index_descriptor(
         &new.manifest_bytes,
         &old.image.descriptor.media_type,
-        &new.manifest.config("new manifest")?.media_type,
+        &new.manifest.config().media_type,
     );
-    let index = old.index.with_single_image(descriptor);
+    let index = old.index.with_single_image(descriptor)?;
     let index_bytes = index.to_bytes();
     let mut blobs = new.new_layers;
     let config_digest = Digest::of(&new.config_bytes);
     let manifest_digest = Digest::of(&new.manifest_bytes);
+    let mut walk: Vec<Digest> = new.manifest.layers().iter().map(|l| l.digest).collect();
+    walk.push(config_digest);
+    walk.push(manifest_digest);
     blobs.push(NewBlob {
         digest: config_digest,
         size: new.config_bytes.len() as u64,
@@ -339,37 +413,24 @@ pub fn replace_image(
         size: new.manifest_bytes.len() as u64,
         data: BlobData::Bytes(new.manifest_bytes),
     });
-    let mut walk: Vec<Digest> = new.layers.iter().map(|l| l.digest).collect();
-    walk.push(config_digest);
-    walk.push(manifest_digest);
-    update_root_index(
-        container,
-        edit,
-        on_disk_metadata,
-        &old.index_bytes,
-        index_bytes,
-        &walk,
-        blobs,
-    )
+    update_root_index(container, &old.index_bytes, index_bytes, &walk, blobs)
 }
 
-/// The reference's `UpdateRootIndex` (spec section 2, step 2), journalled.
+/// The reference's `UpdateRootIndex` (spec section 2, step 2), as a plan.
 ///
 /// `walk` lists the digests the new index references in the reference's walk order
 /// (layers, config, manifest); `blobs` supplies the bytes of those the SIF lacks.
 pub fn update_root_index(
     container: &mut Container,
-    edit: &mut Edit<'_>,
-    on_disk_metadata: &[u8],
     old_index_bytes: &[u8],
     index_bytes: Vec<u8>,
     walk: &[Digest],
     mut blobs: Vec<NewBlob>,
-) -> Result<UpdateSummary> {
-    let mut summary = UpdateSummary::default();
+) -> Result<WritePlan> {
+    let mut plan = WritePlan::default();
     if Digest::of(&index_bytes) != Digest::of(old_index_bytes) {
         let time = container.time_for_edit();
-        let present: HashSet<String> = container
+        let present: HashSet<Digest> = container
             .objects()
             .filter(|d| d.data_type == DataType::OciBlob)
             .filter_map(|d| d.oci_digest().ok())
@@ -377,9 +438,8 @@ pub fn update_root_index(
         let mut keep = HashSet::new();
         let mut write = Vec::new();
         for digest in walk {
-            let text = digest.to_string();
-            if present.contains(&text) {
-                keep.insert(text);
+            if present.contains(digest) {
+                keep.insert(*digest);
             } else if !write.contains(digest) {
                 // Written once even if listed twice (the reference would duplicate it).
                 write.push(*digest);
@@ -395,14 +455,13 @@ pub fn update_root_index(
             })
             .map(|d| d.id)
             .collect();
-        let mut zero_ranges = Vec::new();
+        let mut deleted_ranges = Vec::new();
         for id in doomed {
             let removed = container.delete(id, time)?;
-            zero_ranges.push((removed.offset, removed.size));
-            summary.deleted.push(id);
+            deleted_ranges.push((removed.offset, removed.size));
+            plan.summary.deleted.push(id);
         }
         container.compact();
-        let mut placements = Vec::new();
         for digest in &write {
             let pos = blobs
                 .iter()
@@ -417,8 +476,8 @@ pub fn update_root_index(
                 ObjectSpec::oci_blob(DataType::OciBlob, digest, blob.size),
                 time,
             )?;
-            summary.written.push((placed.id, *digest));
-            placements.push((placed.offset, blob));
+            plan.summary.written.push((placed.id, *digest));
+            plan.blobs.push((placed.offset, blob));
         }
         let index_digest = Digest::of(&index_bytes);
         let placed = container.plan_add(
@@ -429,8 +488,8 @@ pub fn update_root_index(
             ),
             time,
         )?;
-        summary.written.push((placed.id, index_digest));
-        placements.push((
+        plan.summary.written.push((placed.id, index_digest));
+        plan.blobs.push((
             placed.offset,
             NewBlob {
                 digest: index_digest,
@@ -439,52 +498,17 @@ pub fn update_root_index(
             },
         ));
         let final_len = container.data_end();
-        // Zero what was deleted and stays inside the file, then lay the new blobs over it.
-        for (offset, size) in zero_ranges {
+        // Zero what was deleted and stays inside the file; the new blobs are laid over it.
+        for (offset, size) in deleted_ranges {
             let end = (offset + size).min(final_len);
             if end > offset {
-                edit.zero(offset, end - offset);
-                summary.bytes_written += end - offset;
+                plan.zero.push((offset, end - offset));
+                plan.summary.bytes_written += end - offset;
             }
         }
-        for (offset, blob) in placements {
-            summary.bytes_written += blob.size;
-            match blob.data {
-                BlobData::Bytes(bytes) => edit.write(offset, bytes),
-                BlobData::Staged {
-                    offset: src,
-                    sparse,
-                } => edit.copy(src, offset, blob.size, sparse),
-            }
-        }
-        edit.set_final_len(final_len);
+        plan.summary.bytes_written += plan.blobs.iter().map(|(_, b)| b.size).sum::<u64>();
+        plan.final_len = Some(final_len);
     }
-    summary.bytes_written +=
-        write_metadata_changes(edit, on_disk_metadata, &container.metadata_bytes());
-    Ok(summary)
-}
-
-/// Journal the 512-byte sectors of the header and descriptor table that changed.
-pub fn write_metadata_changes(edit: &mut Edit<'_>, old: &[u8], new: &[u8]) -> u64 {
-    const SECTOR: usize = 512;
-    let mut written = 0;
-    let mut start = None;
-    let sectors = new.len().div_ceil(SECTOR);
-    for s in 0..=sectors {
-        let changed = s < sectors && {
-            let range = s * SECTOR..((s + 1) * SECTOR).min(new.len());
-            old.get(range.clone()) != Some(&new[range])
-        };
-        match (changed, start) {
-            (true, None) => start = Some(s),
-            (false, Some(first)) => {
-                let range = first * SECTOR..(s * SECTOR).min(new.len());
-                written += range.len() as u64;
-                edit.write(range.start as u64, new[range].to_vec());
-                start = None;
-            }
-            _ => {}
-        }
-    }
-    written
+    plan.metadata = container.metadata_bytes();
+    Ok(plan)
 }

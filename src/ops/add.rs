@@ -2,19 +2,18 @@
 //! reference's `overlay create`), or an overlay partition of a native SIF.
 
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{open_for_edit, signature_objects};
+use super::{Format, Image, apply_plan};
+use crate::digest::HashingReader;
 use crate::error::{Error, Result, ResultExt};
 use crate::fs::overlay::{CreateOverlay, create_ext3_overlay, read_ext3_header};
 use crate::journal::Edit;
-use crate::oci::digest::Sha256Writer;
-use crate::oci::model::{self, Descriptor};
-use crate::ocisif::{self, BlobData, NewBlob, NewImage};
-use crate::sif::{Arch, Container, DataType, FsType, ObjectSpec, PartType};
+use crate::oci::{Descriptor, MediaType};
+use crate::ocisif::{self, BlobData, NewBlob, NewImage, OciImage};
+use crate::sif::{Arch, Container, FsType, ObjectSpec, PartType};
 
 /// Options of `sifovl add`.
 #[derive(Debug, Clone)]
@@ -50,8 +49,7 @@ impl Default for AddOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct AddReport {
     pub image: String,
-    /// `oci-sif` or `native`.
-    pub format: &'static str,
+    pub format: Format,
     pub object: u32,
     pub offset: u64,
     pub size: u64,
@@ -64,34 +62,28 @@ pub struct AddReport {
 
 /// Add an overlay to the image at `path`.
 pub fn add_overlay(path: &Path, options: &AddOptions) -> Result<AddReport> {
-    let name = path.display().to_string();
-    let (file, mut container) = open_for_edit(path)?;
-    let signatures = signature_objects(&container);
-    if !signatures.is_empty() && !options.force {
-        return Err(Error::refused(format!(
-            "{name}: signed with SIF signatures (objects {signatures:?}); an overlay would invalidate them. Use --force to add it anyway"
-        )));
-    }
-    // Refuse early, before building an overlay.
-    let oci = ocisif::is_oci_sif(&container).map_err(|e| e.context(&name))?;
-    if oci {
-        let image = ocisif::read_image(&file, &container).map_err(|e| e.context(&name))?;
-        if let Some(overlay) = image.overlay() {
+    let Image {
+        name,
+        file,
+        mut container,
+        oci,
+    } = {
+        let image = Image::open_edit(path)?;
+        // Refuse early, before building an overlay.
+        image.refuse_if_signed(options.force, "an overlay would invalidate them", "add it")?;
+        if let Some(existing) = image.writable_overlay() {
+            let hint = match image.format() {
+                Format::OciSif => "",
+                Format::Native => "; delete it first",
+            };
             return Err(Error::refused(format!(
-                "{name}: writable overlay already exists in image (object {})",
-                overlay.object
+                "{}: writable overlay already exists in image (object {}){hint}",
+                image.name, existing.object
             )));
         }
-    } else if let Some(existing) = container.objects().find(|d| {
-        d.data_type == DataType::Partition
-            && d.partition()
-                .is_ok_and(|p| p.fs_type == FsType::Ext3 && p.part_type == PartType::Overlay)
-    }) {
-        return Err(Error::refused(format!(
-            "{name}: writable overlay already exists in image (object {}); delete it first",
-            existing.id
-        )));
-    }
+        image
+    };
+    let signatures = container.signatures();
 
     let temp;
     let source_path = match &options.from {
@@ -130,7 +122,11 @@ pub fn add_overlay(path: &Path, options: &AddOptions) -> Result<AddReport> {
 
     let mut report = AddReport {
         image: name.clone(),
-        format: if oci { "oci-sif" } else { "native" },
+        format: if oci.is_some() {
+            Format::OciSif
+        } else {
+            Format::Native
+        },
         object: 0,
         offset: 0,
         size,
@@ -140,9 +136,9 @@ pub fn add_overlay(path: &Path, options: &AddOptions) -> Result<AddReport> {
         invalidated_signatures: signatures,
     };
     let mut edit = Edit::begin(path, &file)?;
-    if oci {
+    if let Some(image) = &oci {
         add_oci_layer(
-            &file,
+            image,
             &mut container,
             &mut edit,
             &source,
@@ -166,22 +162,8 @@ pub fn add_overlay(path: &Path, options: &AddOptions) -> Result<AddReport> {
     Ok(report)
 }
 
-/// A reader that hashes what it reads.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256Writer,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        std::io::Write::write_all(&mut self.hasher, &buf[..n])?;
-        Ok(n)
-    }
-}
-
 fn add_oci_layer(
-    file: &File,
+    image: &OciImage,
     container: &mut Container,
     edit: &mut Edit<'_>,
     source: &File,
@@ -189,16 +171,12 @@ fn add_oci_layer(
     sparse: bool,
     report: &mut AddReport,
 ) -> Result<()> {
-    let image = ocisif::read_image(file, container)?;
     // One pass over the overlay: staged past the live data and hashed on the way.
-    let mut reader = HashingReader {
-        inner: source,
-        hasher: Sha256Writer::default(),
-    };
+    let mut reader = HashingReader::new(source);
     let staged = edit.stage(&mut reader, size, 0, sparse)?;
-    let digest = reader.hasher.finish();
+    let digest = reader.digest();
     let layer = Descriptor {
-        media_type: model::EXT3_LAYER.to_string(),
+        media_type: MediaType::Ext3Layer,
         size,
         digest,
     };
@@ -217,13 +195,14 @@ fn add_oci_layer(
             sparse,
         },
     };
-    let new = NewImage::build(&image, manifest, &config, vec![new_blob])?;
-    report.manifest_digest = Some(crate::oci::Digest::of(&new.manifest_bytes).to_string());
+    let new = NewImage::build(image, manifest, &config, vec![new_blob]);
+    report.manifest_digest = Some(new.manifest_digest().to_string());
     let on_disk = container.metadata_bytes();
-    let summary = ocisif::replace_image(container, edit, &on_disk, &image, new)?;
-    let object = summary.object_for(&digest).ok_or_else(|| {
+    let plan = ocisif::replace_image(container, image, new)?;
+    let object = plan.summary.object_for(&digest).ok_or_else(|| {
         Error::malformed(format!("overlay {digest} was already present in the image"))
     })?;
+    apply_plan(edit, &on_disk, plan);
     report.object = object;
     report.offset = container.object(object)?.offset;
     report.digest = Some(digest.to_string());
@@ -240,12 +219,7 @@ fn add_native_partition(
     report: &mut AddReport,
 ) -> Result<()> {
     // The runtime only stacks overlay partitions of the primary partition's group.
-    let primary = container.objects().find(|d| {
-        d.data_type == DataType::Partition
-            && d.partition()
-                .is_ok_and(|p| p.part_type == PartType::PrimSys)
-    });
-    let (group, arch) = match primary {
+    let (group, arch) = match container.primary_partition() {
         Some(p) => (p.group().unwrap_or(1), p.partition()?.arch),
         None => (1, container.header.arch),
     };
@@ -269,7 +243,7 @@ fn add_native_partition(
         edit.copy(staged, placed.offset, size, sparse);
     }
     edit.set_final_len(container.data_end());
-    ocisif::write_metadata_changes(edit, &old_metadata, &container.metadata_bytes());
+    edit.write_changed_sectors(&old_metadata, &container.metadata_bytes());
     report.object = placed.id;
     report.offset = placed.offset;
     Ok(())

@@ -5,22 +5,50 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::open_for_read;
+use super::Image;
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::fs::entry::{EntryKind, EntrySource};
 use crate::fs::ext::ExtFs;
 use crate::fs::squashfs::SquashfsReader;
-use crate::oci::Digest;
-use crate::oci::model;
-use crate::ocisif;
-use crate::sif::{DataType, FsType, PartType};
+use crate::fs::whiteout;
+use crate::oci::MediaType;
+use crate::sif::{FsType, PartType};
+
+/// What a listed entry is (serialised in lower case: `file`, `dir`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListedKind {
+    File,
+    Dir,
+    Symlink,
+    Char,
+    Block,
+    Fifo,
+    Socket,
+    Hardlink,
+}
+
+impl ListedKind {
+    /// The type letter of `ls -l` (hard links show as regular files).
+    fn letter(self) -> char {
+        match self {
+            ListedKind::Dir => 'd',
+            ListedKind::Symlink => 'l',
+            ListedKind::Char => 'c',
+            ListedKind::Block => 'b',
+            ListedKind::Fifo => 'p',
+            ListedKind::Socket => 's',
+            ListedKind::File | ListedKind::Hardlink => '-',
+        }
+    }
+}
 
 /// One listed entry.
 #[derive(Debug, Clone, Serialize)]
 pub struct Listed {
     pub path: String,
-    /// `file`, `dir`, `symlink`, `char`, `block`, `fifo`, `socket`, `hardlink`.
-    pub kind: &'static str,
+    pub kind: ListedKind,
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
@@ -47,24 +75,28 @@ pub enum Target {
 fn walk_all(source: &mut dyn EntrySource, hash: bool, out: &mut Vec<Listed>) -> Result<()> {
     while let Some(e) = source.next_entry()? {
         let (kind, size, target) = match &e.kind {
-            EntryKind::Directory => ("dir", 0, None),
-            EntryKind::File { size } => ("file", *size, None),
+            EntryKind::Directory => (ListedKind::Dir, 0, None),
+            EntryKind::File { size } => (ListedKind::File, *size, None),
             EntryKind::Symlink { target } => (
-                "symlink",
+                ListedKind::Symlink,
                 target.len() as u64,
                 Some(String::from_utf8_lossy(target).into_owned()),
             ),
-            EntryKind::CharDevice { major, minor } => ("char", 0, Some(format!("{major},{minor}"))),
+            EntryKind::CharDevice { major, minor } => {
+                (ListedKind::Char, 0, Some(format!("{major},{minor}")))
+            }
             EntryKind::BlockDevice { major, minor } => {
-                ("block", 0, Some(format!("{major},{minor}")))
+                (ListedKind::Block, 0, Some(format!("{major},{minor}")))
             }
-            EntryKind::Fifo => ("fifo", 0, None),
-            EntryKind::Socket => ("socket", 0, None),
-            EntryKind::HardLink { target } => {
-                ("hardlink", 0, Some(crate::fs::entry::display_path(target)))
-            }
+            EntryKind::Fifo => (ListedKind::Fifo, 0, None),
+            EntryKind::Socket => (ListedKind::Socket, 0, None),
+            EntryKind::HardLink { target } => (
+                ListedKind::Hardlink,
+                0,
+                Some(crate::fs::entry::display_path(target)),
+            ),
         };
-        let sha256 = if hash && kind == "file" {
+        let sha256 = if hash && kind == ListedKind::File {
             let (d, _) = Digest::of_reader(&mut source.read_content()?)
                 .map_err(|err| Error::io(format!("reading {}", e.display_path()), err))?;
             Some(d.to_string())
@@ -80,11 +112,7 @@ fn walk_all(source: &mut dyn EntrySource, hash: bool, out: &mut Vec<Listed>) -> 
             size,
             mtime: e.metadata.mtime,
             whiteout: matches!(e.kind, EntryKind::CharDevice { major: 0, minor: 0 }),
-            opaque: e
-                .metadata
-                .xattrs
-                .iter()
-                .any(|x| x.name.ends_with(b".overlay.opaque") && x.value == b"y"),
+            opaque: whiteout::is_opaque(&e.metadata),
             target,
             xattrs: e
                 .metadata
@@ -121,73 +149,62 @@ pub fn list(path: &Path, target: Target, hash: bool) -> Result<Vec<Listed>> {
 
 /// The open image and the byte range of the filesystem `target` names.
 pub fn locate(path: &Path, target: Target) -> Result<(File, u64, u64)> {
-    let name = path.display().to_string();
-    let ctx = |e: Error| e.context(&name);
-    let (file, container) = open_for_read(path)?;
-    let (offset, size) = if ocisif::is_oci_sif(&container).map_err(ctx)? {
-        let image = ocisif::read_image(&file, &container).map_err(ctx)?;
-        let layer = match target {
-            Target::Overlay => image.layers.last(),
-            Target::Layer(i) => image.layers.get(i),
+    let opened = Image::open_read(path)?;
+    let name = &opened.name;
+    let (offset, size) = match &opened.oci {
+        Some(image) => {
+            let layer = match target {
+                Target::Overlay => image.layers.last(),
+                Target::Layer(i) => image.layers.get(i),
+            }
+            .ok_or_else(|| Error::not_found(format!("{name}: no such layer")))?;
+            if !matches!(
+                layer.descriptor.media_type,
+                MediaType::Ext3Layer | MediaType::SquashfsLayer
+            ) {
+                return Err(Error::unsupported(format!(
+                    "{name}: layer is {}, not squashfs or ext3",
+                    layer.descriptor.media_type
+                )));
+            }
+            (layer.offset, layer.object_size)
         }
-        .ok_or_else(|| Error::not_found(format!("{name}: no such layer")))?;
-        if !matches!(
-            layer.descriptor.media_type.as_str(),
-            model::EXT3_LAYER | model::SQUASHFS_LAYER
-        ) {
-            return Err(Error::unsupported(format!(
-                "{name}: layer is {}, not squashfs or ext3",
-                layer.descriptor.media_type
-            )));
+        None => {
+            let partitions: Vec<_> = opened
+                .container
+                .partitions(|p| matches!(p.fs_type, FsType::Ext3 | FsType::Squashfs))
+                .collect();
+            let d = match target {
+                Target::Overlay => partitions
+                    .iter()
+                    .rev()
+                    .find(|d| {
+                        d.partition()
+                            .is_ok_and(|p| p.part_type == PartType::Overlay)
+                    })
+                    .or(partitions.last()),
+                Target::Layer(i) => partitions.get(i),
+            }
+            .ok_or_else(|| Error::not_found(format!("{name}: no such partition")))?;
+            (d.offset, d.size)
         }
-        (layer.offset, layer.object_size)
-    } else {
-        let partitions: Vec<_> = container
-            .objects()
-            .filter(|d| d.data_type == DataType::Partition)
-            .filter(|d| {
-                d.partition()
-                    .is_ok_and(|p| matches!(p.fs_type, FsType::Ext3 | FsType::Squashfs))
-            })
-            .collect();
-        let d = match target {
-            Target::Overlay => partitions
-                .iter()
-                .rev()
-                .find(|d| {
-                    d.partition()
-                        .is_ok_and(|p| p.part_type == PartType::Overlay)
-                })
-                .or(partitions.last()),
-            Target::Layer(i) => partitions.get(i),
-        }
-        .ok_or_else(|| Error::not_found(format!("{name}: no such partition")))?;
-        (d.offset, d.size)
     };
-    Ok((file, offset, size))
+    Ok((opened.file, offset, size))
 }
 
 /// Text form: `ls -l`-like lines.
 pub fn render(entries: &[Listed]) -> String {
     let mut s = String::new();
     for e in entries {
-        let t = match e.kind {
-            "dir" => 'd',
-            "symlink" => 'l',
-            "char" => 'c',
-            "block" => 'b',
-            "fifo" => 'p',
-            "socket" => 's',
-            _ => '-',
-        };
+        let t = e.kind.letter();
         let mut line = format!(
             "{t}{:04o} {:>6}:{:<6} {:>12} {}",
             e.mode, e.uid, e.gid, e.size, e.path
         );
         if let Some(target) = &e.target {
             let arrow = match e.kind {
-                "symlink" => " -> ",
-                "hardlink" => " link to ",
+                ListedKind::Symlink => " -> ",
+                ListedKind::Hardlink => " link to ",
                 _ => " device ",
             };
             line.push_str(arrow);

@@ -4,16 +4,16 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{open_for_read, signature_objects};
-use crate::error::Result;
+use super::{Format, Image};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
 use crate::fs::overlay::read_ext3_header;
-use crate::ocisif;
-use crate::sif::{DataType, FsType, PartType};
+use crate::oci::MediaType;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerInfo {
     pub index: usize,
-    pub media_type: String,
+    pub media_type: MediaType,
     pub size: u64,
     pub digest: String,
     pub object: u32,
@@ -43,14 +43,13 @@ pub struct CosignInfo {
 #[derive(Debug, Clone, Serialize)]
 pub struct InspectReport {
     pub image: String,
-    /// `oci-sif` or `native`.
-    pub format: &'static str,
+    pub format: Format,
     pub objects: usize,
     pub file_size: u64,
     pub index_digest: Option<String>,
-    pub manifest_media_type: Option<String>,
+    pub manifest_media_type: Option<MediaType>,
     pub manifest_digest: Option<String>,
-    pub config_media_type: Option<String>,
+    pub config_media_type: Option<MediaType>,
     pub config_digest: Option<String>,
     pub layers: Vec<LayerInfo>,
     pub overlay: Option<OverlayInfo>,
@@ -62,13 +61,13 @@ pub struct InspectReport {
 /// Describe the image at `path`; with `hash`, also hash the overlay to tell whether its
 /// recorded digests are in sync.
 pub fn inspect(path: &Path, hash: bool) -> Result<InspectReport> {
-    let name = path.display().to_string();
-    let (file, container) = open_for_read(path)?;
-    let file_size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let opened = Image::open_read(path)?;
+    let ctx = |e: Error| e.context(&opened.name);
+    let file_size = opened.file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut report = InspectReport {
-        image: name.clone(),
-        format: "native",
-        objects: container.objects().count(),
+        image: opened.name.clone(),
+        format: opened.format(),
+        objects: opened.container.objects().count(),
         file_size,
         index_digest: None,
         manifest_media_type: None,
@@ -78,12 +77,10 @@ pub fn inspect(path: &Path, hash: bool) -> Result<InspectReport> {
         layers: Vec::new(),
         overlay: None,
         cosign: Vec::new(),
-        signatures: signature_objects(&container),
+        signatures: opened.container.signatures(),
     };
-    if ocisif::is_oci_sif(&container).map_err(|e| e.context(&name))? {
-        report.format = "oci-sif";
-        let image = ocisif::read_image(&file, &container).map_err(|e| e.context(&name))?;
-        report.index_digest = Some(crate::oci::Digest::of(&image.index_bytes).to_string());
+    if let Some(image) = &opened.oci {
+        report.index_digest = Some(Digest::of(&image.index_bytes).to_string());
         report.manifest_media_type = Some(image.image.descriptor.media_type.clone());
         report.manifest_digest = Some(image.image.descriptor.digest.to_string());
         report.config_media_type = Some(image.config_descriptor.media_type.clone());
@@ -109,42 +106,29 @@ pub fn inspect(path: &Path, hash: bool) -> Result<InspectReport> {
                 digest: c.descriptor.digest.to_string(),
             })
             .collect();
-        if let Some(layer) = image.overlay() {
-            let header = read_ext3_header(&file, layer.offset, layer.object_size)
-                .map_err(|e| e.context(&name))?;
-            let in_sync = if hash {
-                let actual =
-                    super::reconcile::hash_overlay(&file, layer).map_err(|e| e.context(&name))?;
-                let ids = image.config.diff_ids("config").unwrap_or_default();
-                let diff_ok = !image.has_image_config() || ids.last() == Some(&actual);
-                Some(actual == layer.descriptor.digest && actual == layer.object_digest && diff_ok)
-            } else {
-                None
-            };
-            report.overlay = Some(OverlayInfo {
-                object: layer.object,
-                offset: layer.offset,
-                size: layer.object_size,
-                filesystem: "ext3".into(),
-                needs_recovery: header.needs_recovery,
-                recorded_digest: Some(layer.descriptor.digest.to_string()),
-                in_sync,
-            });
-        }
-    } else if let Some(d) = container.objects().find(|d| {
-        d.data_type == DataType::Partition
-            && d.partition()
-                .is_ok_and(|p| p.part_type == PartType::Overlay && p.fs_type == FsType::Ext3)
-    }) {
-        let header = read_ext3_header(&file, d.offset, d.size).map_err(|e| e.context(&name))?;
+    }
+    if let Some(overlay) = opened.writable_overlay() {
+        let header = read_ext3_header(&opened.file, overlay.offset, overlay.size).map_err(ctx)?;
+        let (recorded_digest, in_sync) = match opened.require_oci_overlay() {
+            Ok((image, layer)) => {
+                let in_sync = if hash {
+                    let actual = opened.hash_overlay().map_err(ctx)?;
+                    Some(image.overlay_in_sync(layer, &actual))
+                } else {
+                    None
+                };
+                (Some(layer.descriptor.digest.to_string()), in_sync)
+            }
+            Err(_) => (None, None),
+        };
         report.overlay = Some(OverlayInfo {
-            object: d.id,
-            offset: d.offset,
-            size: d.size,
+            object: overlay.object,
+            offset: overlay.offset,
+            size: overlay.size,
             filesystem: "ext3".into(),
             needs_recovery: header.needs_recovery,
-            recorded_digest: None,
-            in_sync: None,
+            recorded_digest,
+            in_sync,
         });
     }
     Ok(report)
@@ -155,15 +139,7 @@ pub fn render(report: &InspectReport) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let _ = writeln!(s, "Image:      {}", report.image);
-    let _ = writeln!(
-        s,
-        "Format:     {}",
-        if report.format == "oci-sif" {
-            "OCI-SIF"
-        } else {
-            "native SIF"
-        }
-    );
+    let _ = writeln!(s, "Format:     {}", report.format.display_name());
     let _ = writeln!(
         s,
         "Objects:    {} ({} bytes)",
@@ -173,20 +149,26 @@ pub fn render(report: &InspectReport) -> String {
         let _ = writeln!(
             s,
             "Manifest:   {d} ({})",
-            report.manifest_media_type.as_deref().unwrap_or("")
+            report
+                .manifest_media_type
+                .as_ref()
+                .map_or("", MediaType::as_str)
         );
     }
     if let Some(d) = &report.config_digest {
         let _ = writeln!(
             s,
             "Config:     {d} ({})",
-            report.config_media_type.as_deref().unwrap_or("")
+            report
+                .config_media_type
+                .as_ref()
+                .map_or("", MediaType::as_str)
         );
     }
     if !report.layers.is_empty() {
         let _ = writeln!(s, "Layers:");
         for l in &report.layers {
-            let short = l.media_type.rsplit('.').next().unwrap_or(&l.media_type);
+            let short = l.media_type.short_name();
             let _ = writeln!(
                 s,
                 "  {:>2}  {:<9} {:>12} bytes  object {:<3} offset {:<10} {}",

@@ -1,75 +1,42 @@
 //! Operations as plain functions: each takes a path and options, returns a report, and
-//! leaves the image either fully edited or untouched.
+//! leaves the image either fully edited or untouched. They never print and never read the
+//! environment; the CLI fills their options and renders their reports.
 
 pub mod add;
 pub mod browse;
+pub mod image;
 pub mod inspect;
+pub mod objects;
+pub mod pack;
 pub mod reconcile;
+pub mod recover;
 pub mod seal;
 pub mod verify;
 
-use std::fs::File;
-use std::path::Path;
+use crate::journal::Edit;
+use crate::ocisif::{BlobData, WritePlan};
 
-use crate::error::{Error, ErrorKind, Result, ResultExt};
-use crate::journal;
-use crate::sif::Container;
+pub use image::{Format, Image, Overlay};
 
-/// Open an image to read it: shared-locked so no edit runs meanwhile, and with any
-/// interrupted edit finished first (which needs write access).
-pub fn open_for_read(path: &Path) -> Result<(File, Container)> {
-    if journal::pending(path) {
-        // An interrupted edit: complete or roll it back before anyone reads the file.
-        let file = journal::open_for_edit(path).map_err(|e| {
-            if e.kind() == ErrorKind::Refused {
-                Error::refused(format!(
-                    "{}: an interrupted sifovl edit is pending and the file is read-only; run sifovl as its owner to recover it",
-                    path.display()
-                ))
-            } else {
-                e
-            }
-        })?;
-        drop(file);
+/// Record an update-engine plan in `edit`, in the order the plan requires: zero deleted
+/// objects, lay the new blobs (copying staged ones into place), set the length, then rewrite
+/// the metadata sectors that differ from `on_disk_metadata` (the header and descriptor table
+/// as the file holds them now). Returns the bytes the edit will write.
+pub(crate) fn apply_plan(edit: &mut Edit<'_>, on_disk_metadata: &[u8], plan: WritePlan) -> u64 {
+    for (offset, len) in plan.zero {
+        edit.zero(offset, len);
     }
-    let file = File::open(path).with_context(|| path.display())?;
-    lock_shared(path, &file)?;
-    let container = load(path, &file)?;
-    Ok((file, container))
-}
-
-/// Open an image to edit it: exclusively locked, interrupted edits recovered.
-pub fn open_for_edit(path: &Path) -> Result<(File, Container)> {
-    let file = journal::open_for_edit(path)?;
-    let container = load(path, &file)?;
-    Ok((file, container))
-}
-
-fn load(path: &Path, file: &File) -> Result<Container> {
-    let len = file.metadata().with_context(|| path.display())?.len();
-    Container::read(file, len).map_err(|e| e.context(path.display()))
-}
-
-fn lock_shared(path: &Path, file: &File) -> Result<()> {
-    use rustix::fs::{FlockOperation, flock};
-    match flock(file, FlockOperation::NonBlockingLockShared) {
-        Ok(()) => Ok(()),
-        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(Error::new(
-            ErrorKind::InUse,
-            format!(
-                "{}: in use by another process (an edit is running)",
-                path.display()
-            ),
-        )),
-        Err(e) => Err(Error::io(format!("{}: locking", path.display()), e.into())),
+    for (offset, blob) in plan.blobs {
+        match blob.data {
+            BlobData::Bytes(bytes) => edit.write(offset, bytes),
+            BlobData::Staged {
+                offset: src,
+                sparse,
+            } => edit.copy(src, offset, blob.size, sparse),
+        }
     }
-}
-
-/// SIF signature objects in the image (their ids).
-pub fn signature_objects(container: &Container) -> Vec<u32> {
-    container
-        .objects()
-        .filter(|d| d.data_type == crate::sif::DataType::Signature)
-        .map(|d| d.id)
-        .collect()
+    if let Some(len) = plan.final_len {
+        edit.set_final_len(len);
+    }
+    plan.summary.bytes_written + edit.write_changed_sectors(on_disk_metadata, &plan.metadata)
 }

@@ -8,15 +8,16 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{open_for_edit, signature_objects};
+use super::{Format, Image, Overlay, apply_plan};
+use crate::digest::hash_range;
 use crate::error::{Error, Result};
 use crate::fs::entry::{Entry, EntryKind, EntrySink, EntrySource};
 use crate::fs::ext::ExtFs;
 use crate::fs::squashfs::{Compression, SquashfsWriter, WriterOptions};
 use crate::journal::Edit;
-use crate::oci::model::{self, Descriptor};
-use crate::ocisif::{self, BlobData, NewBlob, NewImage};
-use crate::sif::{Container, DataType, FsType, ObjectSpec, PartType};
+use crate::oci::{Descriptor, MediaType};
+use crate::ocisif::{self, BlobData, NewBlob, NewImage, OciImage};
+use crate::sif::{Container, FsType, ObjectSpec, PartType};
 
 /// Options of `sifovl seal`.
 #[derive(Debug, Clone)]
@@ -27,6 +28,9 @@ pub struct SealOptions {
     pub root_owned: bool,
     /// Seal even though SIF signatures will no longer verify.
     pub force: bool,
+    /// The squashfs superblock time (seconds since the epoch); `None` is now, as mksquashfs.
+    /// The CLI fills it from `SOURCE_DATE_EPOCH` (reproducible builds' convention).
+    pub mkfs_time: Option<u32>,
 }
 
 impl Default for SealOptions {
@@ -36,6 +40,7 @@ impl Default for SealOptions {
             block_size: 128 * 1024,
             root_owned: false,
             force: false,
+            mkfs_time: None,
         }
     }
 }
@@ -43,7 +48,7 @@ impl Default for SealOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct SealReport {
     pub image: String,
-    pub format: &'static str,
+    pub format: Format,
     /// The object that holds the squashfs now.
     pub object: u32,
     pub offset: u64,
@@ -92,15 +97,14 @@ impl<S: EntrySource> EntrySource for SealFilter<S> {
     }
 }
 
-/// Write the sealed squashfs of the overlay at `overlay_offset` into `file` at `at`.
+/// Write the sealed squashfs of `overlay` into `file` at `at`.
 fn write_squashfs(
     file: &File,
-    overlay_offset: u64,
-    overlay_size: u64,
+    overlay: Overlay,
     at: u64,
     options: &SealOptions,
 ) -> Result<(u64, u64, u64)> {
-    let ext = ExtFs::open(file, overlay_offset, overlay_size)?;
+    let ext = ExtFs::open(file, overlay.offset, overlay.size)?;
     if ext.needs_recovery() {
         return Err(Error::refused(
             "the overlay's ext3 journal needs recovery (the job that wrote it was killed): \
@@ -123,14 +127,11 @@ fn write_squashfs(
         WriterOptions {
             compression: options.compression,
             block_size: options.block_size,
-            // Reproducible builds' convention; otherwise the current time, as mksquashfs.
-            mkfs_time: std::env::var("SOURCE_DATE_EPOCH")
-                .ok()
-                .and_then(|v| v.parse().ok()),
+            mkfs_time: options.mkfs_time,
             ..WriterOptions::default()
         },
     )?;
-    let progress = crate::progress::task("sealing", overlay_size);
+    let progress = crate::progress::task("sealing", overlay.size);
     while let Some(entry) = source.next_entry()? {
         if let EntryKind::File { size } = entry.kind {
             let mut content = source.read_content()?;
@@ -146,23 +147,29 @@ fn write_squashfs(
 
 /// Seal the overlay of the image at `path`.
 pub fn seal(path: &Path, options: &SealOptions) -> Result<SealReport> {
-    let name = path.display().to_string();
+    let image = Image::open_edit(path)?;
+    let signatures =
+        image.refuse_if_signed(options.force, "sealing would invalidate them", "seal")?;
+    let overlay = image.require_overlay()?;
+    let Image {
+        name,
+        file,
+        mut container,
+        oci,
+    } = image;
     let ctx = |e: Error| e.context(&name);
-    let (file, mut container) = open_for_edit(path)?;
-    let signatures = signature_objects(&container);
-    if !signatures.is_empty() && !options.force {
-        return Err(Error::refused(format!(
-            "{name}: signed with SIF signatures (objects {signatures:?}); sealing would invalidate them. Use --force to seal anyway"
-        )));
-    }
     let size_before = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut report = SealReport {
         image: name.clone(),
-        format: "native",
+        format: if oci.is_some() {
+            Format::OciSif
+        } else {
+            Format::Native
+        },
         object: 0,
         offset: 0,
         squashfs_size: 0,
-        overlay_size: 0,
+        overlay_size: overlay.size,
         digest: None,
         entries: 0,
         dropped_markers: 0,
@@ -172,59 +179,51 @@ pub fn seal(path: &Path, options: &SealOptions) -> Result<SealReport> {
         invalidated_signatures: signatures,
     };
     let mut edit = Edit::begin(path, &file)?;
-    if ocisif::is_oci_sif(&container).map_err(ctx)? {
-        report.format = "oci-sif";
-        seal_oci(&file, &mut container, &mut edit, options, &mut report).map_err(ctx)?;
-    } else {
-        seal_native(&file, &mut container, &mut edit, options, &mut report).map_err(ctx)?;
+    let (staged, len) = edit
+        .stage_with(|f, at| {
+            let (len, entries, dropped) = write_squashfs(f, overlay, at, options)?;
+            report.entries = entries;
+            report.dropped_markers = dropped;
+            Ok(len)
+        })
+        .map_err(ctx)?;
+    report.squashfs_size = len;
+    match &oci {
+        Some(image) => seal_oci(
+            &file,
+            image,
+            &mut container,
+            &mut edit,
+            staged,
+            len,
+            &mut report,
+        ),
+        None => seal_native(&mut container, &mut edit, overlay, staged, len, &mut report),
     }
+    .map_err(ctx)?;
     edit.commit()?;
     report.file_size_after = file.metadata().map(|m| m.len()).unwrap_or(0);
     Ok(report)
 }
 
+/// Replace the ext3 layer by the squashfs staged at `staged` (`len` bytes).
 fn seal_oci(
     file: &File,
+    image: &OciImage,
     container: &mut Container,
     edit: &mut Edit<'_>,
-    options: &SealOptions,
+    staged: u64,
+    len: u64,
     report: &mut SealReport,
 ) -> Result<()> {
-    let image = ocisif::read_image(file, container)?;
-    let overlay = image
-        .overlay()
-        .ok_or_else(|| {
-            Error::refused("image does not contain a writable overlay (last layer is not ext3)")
-        })?
-        .clone();
-    let (staged, len) = edit.stage_with(|f, at| {
-        let (len, entries, dropped) =
-            write_squashfs(f, overlay.offset, overlay.object_size, at, options)?;
-        report.entries = entries;
-        report.dropped_markers = dropped;
-        Ok(len)
-    })?;
-    let digest = super::reconcile::hash_range(file, staged, len)?;
+    let digest = hash_range(file, staged, len)?;
     let layer = Descriptor {
-        media_type: model::SQUASHFS_LAYER.to_string(),
+        media_type: MediaType::SquashfsLayer,
         size: len,
         digest,
     };
     let last = image.layers.len() - 1;
-    let mut manifest = image.manifest.clone();
-    manifest.set_layer(last, &layer);
-    let mut config = image.config.clone();
-    if image.has_image_config() {
-        let ids = config.diff_ids("config")?;
-        if ids.len() != image.layers.len() {
-            return Err(Error::malformed(format!(
-                "config has {} diff_ids for {} layers",
-                ids.len(),
-                image.layers.len()
-            )));
-        }
-        config.set_diff_id(last, &digest);
-    }
+    let (manifest, config) = image.with_layer_replaced(last, &digest, len, Some(&layer))?;
     let blob = NewBlob {
         digest,
         size: len,
@@ -233,49 +232,35 @@ fn seal_oci(
             sparse: false,
         },
     };
-    let new = NewImage::build(&image, manifest, &config, vec![blob])?;
+    let new = NewImage::build(image, manifest, &config, vec![blob]);
     let on_disk = container.metadata_bytes();
-    let summary = ocisif::replace_image(container, edit, &on_disk, &image, new)?;
-    let object = summary.object_for(&digest).ok_or_else(|| {
+    let plan = ocisif::replace_image(container, image, new)?;
+    let object = plan.summary.object_for(&digest).ok_or_else(|| {
         Error::malformed(format!("sealed layer {digest} is already in the image"))
     })?;
+    apply_plan(edit, &on_disk, plan);
     report.object = object;
     report.offset = container.object(object)?.offset;
-    report.squashfs_size = len;
-    report.overlay_size = overlay.object_size;
     report.digest = Some(digest.to_string());
     report.dropped_cosign_entries = image.cosign.len();
     Ok(())
 }
 
+/// Replace the ext3 overlay partition by a squashfs overlay partition in the same group.
 fn seal_native(
-    file: &File,
     container: &mut Container,
     edit: &mut Edit<'_>,
-    options: &SealOptions,
+    overlay: Overlay,
+    staged: u64,
+    len: u64,
     report: &mut SealReport,
 ) -> Result<()> {
-    let overlay = container
-        .objects()
-        .find(|d| {
-            d.data_type == DataType::Partition
-                && d.partition()
-                    .is_ok_and(|p| p.fs_type == FsType::Ext3 && p.part_type == PartType::Overlay)
-        })
-        .cloned()
-        .ok_or_else(|| Error::refused("image does not contain a writable overlay partition"))?;
-    let partition = overlay.partition()?;
-    let group = overlay.group().unwrap_or(1);
-    let (staged, len) = edit.stage_with(|_, at| {
-        let (len, entries, dropped) =
-            write_squashfs(file, overlay.offset, overlay.size, at, options)?;
-        report.entries = entries;
-        report.dropped_markers = dropped;
-        Ok(len)
-    })?;
+    let descriptor = container.object(overlay.object)?.clone();
+    let partition = descriptor.partition()?;
+    let group = descriptor.group().unwrap_or(1);
     let on_disk = container.metadata_bytes();
     let time = container.time_for_edit();
-    let removed = container.delete(overlay.id, time)?;
+    let removed = container.delete(overlay.object, time)?;
     container.compact();
     let placed = container.plan_add(
         ObjectSpec::partition(
@@ -294,11 +279,8 @@ fn seal_native(
     }
     edit.copy(staged, placed.offset, len, false);
     edit.set_final_len(final_len);
-    ocisif::write_metadata_changes(edit, &on_disk, &container.metadata_bytes());
+    edit.write_changed_sectors(&on_disk, &container.metadata_bytes());
     report.object = placed.id;
     report.offset = placed.offset;
-    report.squashfs_size = len;
-    report.overlay_size = overlay.size;
-    report.digest = None;
     Ok(())
 }

@@ -6,16 +6,14 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Mutex;
 
 use serde::Serialize;
 
-use super::open_for_read;
-use super::reconcile::hash_range;
+use super::{Format, Image};
+use crate::digest::{Digest, hash_ranges};
 use crate::error::{Error, Result};
-use crate::fs::overlay::check_ext3_header;
-use crate::oci::Digest;
-use crate::oci::model::{self, Descriptor};
+use crate::fs::overlay::read_ext3_header;
+use crate::oci::{Descriptor, Manifest, MediaType};
 use crate::ocisif::{self, OciImage};
 use crate::sif::{Container, DataType, FsType, PartType};
 
@@ -31,7 +29,7 @@ pub struct Check {
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
     pub image: String,
-    pub format: &'static str,
+    pub format: Format,
     pub ok: bool,
     pub checks: Vec<Check>,
 }
@@ -50,12 +48,12 @@ impl Checks {
 
 /// Verify the image at `path`.
 pub fn verify(path: &Path) -> Result<VerifyReport> {
-    let name = path.display().to_string();
-    let (file, container) = open_for_read(path)?;
+    // An image that cannot even be resolved is bad input, not a failed check.
+    let opened = Image::open_read(path)?;
     let mut checks = Checks(Vec::new());
-    let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let file_len = opened.file.metadata().map(|m| m.len()).unwrap_or(0);
 
-    let end = container.data_end();
+    let end = opened.container.data_end();
     checks.check(
         "SIF structure: file ends at the end of the last object",
         if file_len == end {
@@ -66,18 +64,14 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
             )]
         },
     );
-    let oci = ocisif::is_oci_sif(&container).map_err(|e| e.context(&name))?;
-    if oci {
-        // An image that cannot even be resolved is bad input, not a failed check.
-        let image = ocisif::read_image(&file, &container).map_err(|e| e.context(&name))?;
-        verify_oci(&file, &container, &image, &mut checks)?;
-    } else {
-        verify_native(&file, &container, &mut checks);
+    match &opened.oci {
+        Some(image) => verify_oci(&opened.file, &opened.container, image, &mut checks),
+        None => verify_native(&opened.file, &opened.container, &mut checks),
     }
     let ok = checks.0.iter().all(|c| c.ok);
     Ok(VerifyReport {
-        image: name,
-        format: if oci { "oci-sif" } else { "native" },
+        image: opened.name.clone(),
+        format: opened.format(),
         ok,
         checks: checks.0,
     })
@@ -85,40 +79,22 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
 
 fn verify_native(file: &File, container: &Container, checks: &mut Checks) {
     let mut failures = Vec::new();
-    let primary_group = container
-        .objects()
-        .find(|d| {
-            d.data_type == DataType::Partition
-                && d.partition()
-                    .is_ok_and(|p| p.part_type == PartType::PrimSys)
-        })
-        .and_then(|d| d.group());
-    for d in container
-        .objects()
-        .filter(|d| d.data_type == DataType::Partition)
-    {
+    let primary_group = container.primary_partition().and_then(|d| d.group());
+    for d in container.partitions(|p| p.part_type == PartType::Overlay) {
         let Ok(p) = d.partition() else { continue };
-        if p.part_type != PartType::Overlay {
-            continue;
-        }
         if primary_group.is_some() && d.group() != primary_group {
             failures.push(format!(
                 "overlay object {} is not in the primary partition's group, the runtime ignores it",
                 d.id
             ));
         }
-        match p.fs_type {
-            FsType::Ext3 => {
-                if let Err(e) = crate::fs::overlay::read_ext3_header(file, d.offset, d.size) {
-                    failures.push(format!("object {}: {e}", d.id));
-                }
-            }
-            FsType::Squashfs => {
-                if let Err(e) = check_squashfs_magic(file, d.offset, d.size) {
-                    failures.push(format!("object {}: {e}", d.id));
-                }
-            }
-            _ => {}
+        let usable = match p.fs_type {
+            FsType::Ext3 => read_ext3_header(file, d.offset, d.size).map(|_| ()),
+            FsType::Squashfs => check_squashfs_magic(file, d.offset, d.size),
+            _ => Ok(()),
+        };
+        if let Err(e) = usable {
+            failures.push(format!("object {}: {e}", d.id));
         }
     }
     checks.check(
@@ -140,29 +116,6 @@ fn check_squashfs_magic(file: &File, offset: u64, size: u64) -> Result<()> {
         return Err(Error::malformed("no squashfs magic `hsqs`"));
     }
     Ok(())
-}
-
-/// Hash every OCI object, spreading the objects over the available cores.
-fn hash_objects(file: &File, jobs: &[(u32, u64, u64)]) -> HashMap<u32, Result<Digest>> {
-    let queue = Mutex::new(jobs.iter());
-    let results = Mutex::new(HashMap::new());
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .min(jobs.len().max(1));
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                loop {
-                    let Some(&(id, offset, size)) = queue.lock().unwrap().next() else {
-                        break;
-                    };
-                    let digest = hash_range(file, offset, size);
-                    results.lock().unwrap().insert(id, digest);
-                }
-            });
-        }
-    });
-    results.into_inner().unwrap()
 }
 
 /// The uncompressed digest of a compressed tar layer (for `diff_id` checks).
@@ -205,14 +158,43 @@ impl Read for ReadAt<'_> {
     }
 }
 
-fn verify_oci(
-    file: &File,
-    container: &Container,
-    image: &OciImage,
-    checks: &mut Checks,
-) -> Result<()> {
-    // Invariant 2: one RootIndex, everything else OCI.Blob.
-    let others: Vec<String> = container
+fn verify_oci(file: &File, container: &Container, image: &OciImage, checks: &mut Checks) {
+    let oci_objects: Vec<&crate::sif::Descriptor> = container
+        .objects()
+        .filter(|d| matches!(d.data_type, DataType::OciBlob | DataType::OciRootIndex))
+        .collect();
+    checks.check(
+        "only OCI.RootIndex and OCI.Blob objects",
+        object_types(container),
+    );
+    checks.check(
+        "OCI objects are in group 1, unlinked, unnamed and packed",
+        object_framing(&oci_objects),
+    );
+    let (mismatches, duplicates) = object_digests(file, image, &oci_objects);
+    checks.check("every object's digest matches its bytes", mismatches);
+    checks.check("no two objects share a digest", duplicates);
+    checks.check(
+        "every reference resolves, with its size, and nothing is orphaned",
+        references(file, container, image, &oci_objects),
+    );
+    checks.check(
+        "RootIndex holds exactly one image entry describing the manifest",
+        root_index(image),
+    );
+    checks.check(
+        "config rootfs.diff_ids match the layers",
+        diff_ids(file, image),
+    );
+    checks.check(
+        "layers are squashfs, with at most a final ext3 overlay",
+        layer_formats(file, image),
+    );
+}
+
+/// Invariant 2: one RootIndex, everything else OCI.Blob (or a SIF signature).
+fn object_types(container: &Container) -> Vec<String> {
+    container
         .objects()
         .filter(|d| {
             !matches!(
@@ -221,15 +203,12 @@ fn verify_oci(
             )
         })
         .map(|d| format!("object {} is {:?}", d.id, d.data_type))
-        .collect();
-    checks.check("only OCI.RootIndex and OCI.Blob objects", others);
+        .collect()
+}
 
-    // Invariant 3: OCI objects are group 1, unlinked, unnamed, unpadded.
-    let oci_objects: Vec<_> = container
-        .objects()
-        .filter(|d| matches!(d.data_type, DataType::OciBlob | DataType::OciRootIndex))
-        .collect();
-    let framing: Vec<String> = oci_objects
+/// Invariant 3: OCI objects are group 1, unlinked, unnamed, unpadded.
+fn object_framing(oci_objects: &[&crate::sif::Descriptor]) -> Vec<String> {
+    oci_objects
         .iter()
         .filter(|d| {
             d.group() != Some(1)
@@ -238,52 +217,60 @@ fn verify_oci(
                 || d.size_with_padding != d.size
         })
         .map(|d| format!("object {} (group/link/name/padding)", d.id))
-        .collect();
-    checks.check(
-        "OCI objects are in group 1, unlinked, unnamed and packed",
-        framing,
-    );
+        .collect()
+}
 
-    // Invariant 5: every object's recorded digest is the sha256 of its bytes.
+/// Invariants 5 and 6: every object's recorded digest is the sha256 of its bytes, and no
+/// two objects record the same digest. Returns (mismatches, duplicates).
+fn object_digests(
+    file: &File,
+    image: &OciImage,
+    oci_objects: &[&crate::sif::Descriptor],
+) -> (Vec<String>, Vec<String>) {
     let jobs: Vec<(u32, u64, u64)> = oci_objects
         .iter()
         .map(|d| (d.id, d.offset, d.size))
         .collect();
-    let hashes = hash_objects(file, &jobs);
+    let hashes: HashMap<u32, Result<Digest>> = hash_ranges(file, &jobs).into_iter().collect();
     let mut mismatches = Vec::new();
-    let mut by_digest: HashMap<String, Vec<u32>> = HashMap::new();
-    for d in &oci_objects {
-        let recorded = d.oci_digest().unwrap_or_default();
-        by_digest.entry(recorded.clone()).or_default().push(d.id);
+    let mut by_digest: HashMap<Option<Digest>, Vec<u32>> = HashMap::new();
+    for d in oci_objects {
+        let recorded = d.oci_digest().ok();
+        by_digest.entry(recorded).or_default().push(d.id);
+        let recorded_text = recorded.map(|r| r.to_string()).unwrap_or_default();
         match &hashes[&d.id] {
-            Ok(actual) if actual.to_string() == recorded => {}
+            Ok(actual) if Some(*actual) == recorded => {}
             Ok(actual) => mismatches.push(format!(
-                "object {} records {recorded} but holds {actual}",
+                "object {} records {recorded_text} but holds {actual}",
                 d.id
             )),
             Err(e) => mismatches.push(format!("object {}: {e}", d.id)),
         }
     }
-    let overlay_hint = if image.overlay().is_some() && !mismatches.is_empty() {
-        " (a changed overlay: run `sifovl reconcile`)"
-    } else {
-        ""
-    };
-    if !mismatches.is_empty() {
-        let last = mismatches.len() - 1;
-        mismatches[last].push_str(overlay_hint);
+    if let Some(last) = mismatches.last_mut()
+        && image.overlay().is_some()
+    {
+        last.push_str(" (a changed overlay: run `sifovl reconcile`)");
     }
-    checks.check("every object's digest matches its bytes", mismatches);
-
-    // Invariant 6: unique digests.
-    let dups: Vec<String> = by_digest
+    let mut duplicates: Vec<String> = by_digest
         .iter()
         .filter(|(_, ids)| ids.len() > 1)
-        .map(|(d, ids)| format!("{d} held by objects {ids:?}"))
+        .map(|(d, ids)| {
+            let text = d.map(|d| d.to_string()).unwrap_or_default();
+            format!("{text} held by objects {ids:?}")
+        })
         .collect();
-    checks.check("no two objects share a digest", dups);
+    duplicates.sort();
+    (mismatches, duplicates)
+}
 
-    // Invariant 7: references resolve with the right sizes; no orphans.
+/// Invariant 7: references resolve with the right sizes; no orphans.
+fn references(
+    file: &File,
+    container: &Container,
+    image: &OciImage,
+    oci_objects: &[&crate::sif::Descriptor],
+) -> Vec<String> {
     let mut referenced = vec![
         image.index_object,
         image.manifest_object,
@@ -353,24 +340,17 @@ fn verify_oci(
             "objects {orphans:?} are referenced by nothing (orphans)"
         ));
     }
-    checks.check(
-        "every reference resolves, with its size, and nothing is orphaned",
-        refs,
-    );
+    refs
+}
 
-    // Invariants 8-9: the RootIndex entry describes the manifest bytes.
-    let mut index_problems = Vec::new();
-    if image
-        .index
-        .value()
-        .get("schemaVersion")
-        .and_then(|v| v.as_u64())
-        != Some(2)
-    {
-        index_problems.push("schemaVersion is not 2".to_string());
+/// Invariants 8 and 9: the RootIndex entry describes the manifest bytes.
+fn root_index(image: &OciImage) -> Vec<String> {
+    let mut problems = Vec::new();
+    if image.index.schema_version() != Some(2) {
+        problems.push("schemaVersion is not 2".to_string());
     }
     if Digest::of(&image.manifest_bytes) != image.image.descriptor.digest {
-        index_problems.push("manifest digest differs from its bytes".to_string());
+        problems.push("manifest digest differs from its bytes".to_string());
     }
     if image
         .image
@@ -378,85 +358,73 @@ fn verify_oci(
         .as_deref()
         .is_some_and(|n| !n.is_empty())
     {
-        index_problems.push(
+        problems.push(
             "the image entry carries a ref.name annotation: push would not find it".to_string(),
         );
     }
-    checks.check(
-        "RootIndex holds exactly one image entry describing the manifest",
-        index_problems,
-    );
+    problems
+}
 
-    // Invariant 11: diff_ids.
-    let mut diff_problems = Vec::new();
-    if image.has_image_config() {
-        let ids = image.config.diff_ids("config").unwrap_or_default();
-        if ids.len() != image.layers.len() {
-            diff_problems.push(format!(
-                "{} diff_ids for {} layers",
-                ids.len(),
-                image.layers.len()
-            ));
-        }
-        for (i, (l, id)) in image.layers.iter().zip(&ids).enumerate() {
-            let expected = match l.descriptor.media_type.as_str() {
-                model::SQUASHFS_LAYER | model::EXT3_LAYER => Ok(l.descriptor.digest),
-                _ => uncompressed_digest(file, l.offset, l.object_size),
-            };
-            match expected {
-                Ok(e) if e == *id => {}
-                Ok(e) => diff_problems.push(format!("layer {i}: diff_id {id}, expected {e}")),
-                Err(e) => diff_problems.push(format!("layer {i}: {e}")),
-            }
+/// Invariant 11: one diff_id per layer, each the digest of the layer's uncompressed bytes.
+fn diff_ids(file: &File, image: &OciImage) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !image.has_image_config() {
+        return problems;
+    }
+    let ids = image.config.diff_ids();
+    if ids.len() != image.layers.len() {
+        problems.push(format!(
+            "{} diff_ids for {} layers",
+            ids.len(),
+            image.layers.len()
+        ));
+    }
+    for (i, (l, id)) in image.layers.iter().zip(ids).enumerate() {
+        let expected = match l.descriptor.media_type {
+            MediaType::SquashfsLayer | MediaType::Ext3Layer => Ok(l.descriptor.digest),
+            _ => uncompressed_digest(file, l.offset, l.object_size),
+        };
+        match expected {
+            Ok(e) if e == *id => {}
+            Ok(e) => problems.push(format!("layer {i}: diff_id {id}, expected {e}")),
+            Err(e) => problems.push(format!("layer {i}: {e}")),
         }
     }
-    checks.check("config rootfs.diff_ids match the layers", diff_problems);
+    problems
+}
 
-    // Invariants 15-17: runnable layer formats.
-    let mut format_problems = Vec::new();
+/// Invariants 15-17: runnable layer formats.
+fn layer_formats(file: &File, image: &OciImage) -> Vec<String> {
+    let mut problems = Vec::new();
     let n = image.layers.len();
     for (i, l) in image.layers.iter().enumerate() {
-        match l.descriptor.media_type.as_str() {
-            model::SQUASHFS_LAYER => {
-                if let Err(e) = check_squashfs_magic(file, l.offset, l.object_size) {
-                    format_problems.push(format!("layer {i}: {e}"));
-                }
+        let usable = match &l.descriptor.media_type {
+            MediaType::SquashfsLayer => check_squashfs_magic(file, l.offset, l.object_size),
+            MediaType::Ext3Layer if i + 1 == n => {
+                read_ext3_header(file, l.offset, l.object_size).map(|_| ())
             }
-            model::EXT3_LAYER if i + 1 == n => {
-                let mut header = [0u8; 2048];
-                let r = file
-                    .read_exact_at(&mut header, l.offset)
-                    .map_err(|e| Error::io("reading", e))
-                    .and_then(|_| check_ext3_header(&header));
-                if let Err(e) = r {
-                    format_problems.push(format!("layer {i}: {e}"));
-                }
-            }
-            model::EXT3_LAYER => {
-                format_problems.push(format!("layer {i}: ext3 layer is not the last one"))
-            }
-            other => {
-                format_problems.push(format!("layer {i}: {other} cannot be run by SingularityCE"))
-            }
+            MediaType::Ext3Layer => Err(Error::malformed("ext3 layer is not the last one")),
+            other => Err(Error::unsupported(format!(
+                "{other} cannot be run by SingularityCE"
+            ))),
+        };
+        if let Err(e) = usable {
+            problems.push(format!("layer {i}: {e}"));
         }
     }
-    checks.check(
-        "layers are squashfs, with at most a final ext3 overlay",
-        format_problems,
-    );
-    Ok(())
+    problems
 }
 
 /// The objects a cosign entry uses (manifest, config, layers).
 fn cosign_objects(file: &File, container: &Container, desc: &Descriptor) -> Result<Vec<u32>> {
     let manifest_id = ocisif::find_blob(container, &desc.digest)?;
     let bytes = ocisif::read_small_object(file, container, manifest_id, "cosign manifest")?;
-    let manifest = model::Manifest::parse(&bytes, "cosign manifest")?;
+    let manifest = Manifest::parse(&bytes, "cosign manifest")?;
     let mut ids = vec![
         manifest_id,
-        ocisif::find_blob(container, &manifest.config("cosign manifest")?.digest)?,
+        ocisif::find_blob(container, &manifest.config().digest)?,
     ];
-    for l in manifest.layers("cosign manifest")? {
+    for l in manifest.layers() {
         ids.push(ocisif::find_blob(container, &l.digest)?);
     }
     Ok(ids)

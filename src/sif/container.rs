@@ -11,6 +11,7 @@ use super::raw::{
     Partition,
 };
 use super::types::{Arch, DataType, FsType, PartType};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 
 /// What to add: the descriptor fields a caller chooses.
@@ -30,7 +31,7 @@ pub struct ObjectSpec {
 
 impl ObjectSpec {
     /// An OCI object as the reference writes it: group 1, no link, no name, unaligned.
-    pub fn oci_blob(data_type: DataType, digest: &crate::oci::Digest, size: u64) -> ObjectSpec {
+    pub fn oci_blob(data_type: DataType, digest: &Digest, size: u64) -> ObjectSpec {
         ObjectSpec {
             data_type,
             group: Some(1),
@@ -404,6 +405,32 @@ impl Container {
         end
     }
 
+    /// The native SIF's writable overlay: the ext3 partition of type Overlay (SingularityCE
+    /// uses the first one it finds).
+    pub fn writable_overlay_partition(&self) -> Option<&Descriptor> {
+        self.partitions(|p| p.fs_type == FsType::Ext3 && p.part_type == PartType::Overlay)
+            .next()
+    }
+
+    /// Partitions whose partition descriptor satisfies `keep`, in descriptor order.
+    pub fn partitions(
+        &self,
+        keep: impl Fn(&Partition) -> bool,
+    ) -> impl Iterator<Item = &Descriptor> {
+        self.objects().filter(move |d| {
+            d.data_type == DataType::Partition && d.partition().is_ok_and(|p| keep(&p))
+        })
+    }
+
+    /// The ids of SIF signature objects (PGP, DSSE or legacy).
+    pub fn signatures(&self) -> Vec<u32> {
+        self.objects()
+            .filter(|d| d.data_type == DataType::Signature)
+            .map(|d| d.id)
+            .collect()
+    }
+
+    /// The primary system partition (what a native SIF runs).
     pub fn primary_partition(&self) -> Option<&Descriptor> {
         self.objects().find(|d| {
             d.data_type == DataType::Partition
@@ -413,8 +440,7 @@ impl Container {
     }
 
     /// Set an OCI object's digest (the reference's `SetOCIBlobDigest`).
-    pub fn set_oci_digest(&mut self, id: u32, digest: &str, time: i64) -> Result<()> {
-        crate::oci::Digest::parse(digest)?;
+    pub fn set_oci_digest(&mut self, id: u32, digest: &Digest, time: i64) -> Result<()> {
         let d = self.object_mut(id)?;
         if !matches!(d.data_type, DataType::OciRootIndex | DataType::OciBlob) {
             return Err(Error::refused(format!(
@@ -422,7 +448,7 @@ impl Container {
                 d.data_type.display_name()
             )));
         }
-        let mut extra = digest.as_bytes().to_vec();
+        let mut extra = digest.to_string().into_bytes();
         extra.resize(EXTRA_LEN, 0);
         d.extra = extra;
         d.modified_at = time;
@@ -487,7 +513,6 @@ impl Container {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oci::Digest;
 
     #[test]
     fn adds_follow_the_reference_layout_rules() {

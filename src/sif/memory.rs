@@ -61,7 +61,12 @@ impl MemoryImage {
         Ok(())
     }
 
-    pub fn set_oci_digest(&mut self, id: u32, digest: &str, time: i64) -> Result<()> {
+    pub fn set_oci_digest(
+        &mut self,
+        id: u32,
+        digest: &crate::digest::Digest,
+        time: i64,
+    ) -> Result<()> {
         self.container.set_oci_digest(id, digest, time)?;
         self.sync_metadata();
         Ok(())

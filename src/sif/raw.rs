@@ -304,8 +304,8 @@ impl Descriptor {
         self.extra_i32(at)
     }
 
-    /// The OCI digest text of an `OCI.RootIndex` / `OCI.Blob`, validated like the reference.
-    pub fn oci_digest(&self) -> Result<String> {
+    /// The OCI digest of an `OCI.RootIndex` / `OCI.Blob`, validated like the reference.
+    pub fn oci_digest(&self) -> Result<crate::digest::Digest> {
         if !matches!(self.data_type, DataType::OciRootIndex | DataType::OciBlob) {
             return Err(Error::malformed(format!(
                 "object {}: not an OCI object",
@@ -319,8 +319,7 @@ impl Descriptor {
             .unwrap_or(self.extra.len());
         let text = std::str::from_utf8(&self.extra[..end])
             .map_err(|_| Error::malformed(format!("object {}: digest is not text", self.id)))?;
-        crate::oci::Digest::parse(text).map_err(|e| e.context(format!("object {}", self.id)))?;
-        Ok(text.to_string())
+        crate::digest::Digest::parse(text).map_err(|e| e.context(format!("object {}", self.id)))
     }
 }
 

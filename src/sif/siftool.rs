@@ -258,7 +258,7 @@ pub fn info(c: &Container, id: u32) -> Result<String> {
                     .into(),
             );
         }
-        DataType::OciRootIndex | DataType::OciBlob => line("Digest", d.oci_digest()?),
+        DataType::OciRootIndex | DataType::OciBlob => line("Digest", d.oci_digest()?.to_string()),
         _ => {}
     }
     Ok(tabwrite(&lines, 2))
@@ -340,7 +340,7 @@ impl ObjectJson {
             }
             DataType::OciRootIndex | DataType::OciBlob => {
                 if let Ok(digest) = d.oci_digest() {
-                    details.insert("digest".into(), Value::from(digest));
+                    details.insert("digest".into(), Value::from(digest.to_string()));
                 }
             }
             _ => {}

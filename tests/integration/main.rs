@@ -4,6 +4,7 @@ mod util;
 
 mod crash;
 mod ext;
+mod layering;
 mod ocisif;
 mod seal;
 mod sif;

@@ -682,8 +682,12 @@ fn an_image_left_half_synced_by_the_reference_is_repaired_by_reconcile() {
         .find(|d| d.offset == offset)
         .unwrap()
         .id;
-    sif.set_oci_digest(overlay_id, &actual, sifovl::sif::GO_ZERO_TIME)
-        .unwrap();
+    sif.set_oci_digest(
+        overlay_id,
+        &actual.parse().unwrap(),
+        sifovl::sif::GO_ZERO_TIME,
+    )
+    .unwrap();
     std::fs::write(&image, sif.into_bytes()).unwrap();
 
     let out = run(&["verify"], &image);

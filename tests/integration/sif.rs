@@ -389,7 +389,7 @@ proptest! {
                     None => Ok(()),
                 },
                 EditOp::SetDigest { pick: p } => match pick(p) {
-                    Some(id) => image.set_oci_digest(id, &sifovl::oci::Digest::of(b"x").to_string(), time),
+                    Some(id) => image.set_oci_digest(id, &sifovl::oci::Digest::of(b"x"), time),
                     None => Ok(()),
                 },
                 EditOp::SetPrimary { pick: p } => match pick(p) {

@@ -10,11 +10,9 @@
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 
-use sha2::{Digest as _, Sha256};
-
+use crate::digest::{Digest, HashingWriter};
 use crate::error::{Error, Result};
 use crate::fs::entry::{Entry, EntryKind, EntrySink, EntrySource, Metadata, Xattr, display_path};
-use crate::oci::Digest;
 
 const BLOCK: usize = 512;
 const XATTR_PREFIX: &str = "SCHILY.xattr.";
@@ -36,25 +34,6 @@ pub struct LayerDigests {
     pub diff_id: Digest,
     /// Stored (compressed) size.
     pub size: u64,
-}
-
-/// Hashes and counts what passes through to `inner`.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    count: u64,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 enum Encoder<W: Write> {
@@ -92,11 +71,7 @@ fn io(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
 
 impl<W: Write> TarLayerWriter<W> {
     pub fn new(out: W, compression: TarCompression) -> Result<TarLayerWriter<W>> {
-        let stored = HashingWriter {
-            inner: out,
-            hasher: Sha256::new(),
-            count: 0,
-        };
+        let stored = HashingWriter::new(out);
         let encoder = match compression {
             TarCompression::None => Encoder::Plain(stored),
             TarCompression::Gzip { level } => {
@@ -115,11 +90,7 @@ impl<W: Write> TarLayerWriter<W> {
         };
         let buffered = std::io::BufWriter::with_capacity(1 << 20, encoder);
         Ok(TarLayerWriter {
-            out: HashingWriter {
-                inner: buffered,
-                hasher: Sha256::new(),
-                count: 0,
-            },
+            out: HashingWriter::new(buffered),
         })
     }
 
@@ -237,10 +208,10 @@ impl<W: Write> TarLayerWriter<W> {
         self.out
             .write_all(&[0u8; 2 * BLOCK])
             .map_err(io("writing"))?;
-        let diff_id = Digest::from_bytes(self.out.hasher.finalize().into());
+        let diff_id = self.out.digest();
         let encoder = self
             .out
-            .inner
+            .into_inner()
             .into_inner()
             .map_err(|e| Error::io("tar: flushing", e.into_error()))?;
         let stored = match encoder {
@@ -248,12 +219,12 @@ impl<W: Write> TarLayerWriter<W> {
             Encoder::Gzip(w) => w.finish().map_err(io("gzip"))?,
             Encoder::Zstd(w) => w.finish().map_err(io("zstd"))?,
         };
-        let mut inner = stored.inner;
-        inner.flush().map_err(io("flushing"))?;
+        let (digest, size) = (stored.digest(), stored.count());
+        stored.into_inner().flush().map_err(io("flushing"))?;
         Ok(LayerDigests {
-            digest: Digest::from_bytes(stored.hasher.finalize().into()),
+            digest,
             diff_id,
-            size: stored.count,
+            size,
         })
     }
 }

@@ -1,0 +1,31 @@
+//! Standard output for every command. Writes go through here so that a closed pipe
+//! (`sifovl ls IMAGE | head -1`) surfaces as an error `run` can tell apart: the reader
+//! stopped reading, and the command ends quietly with success, as ripgrep does.
+
+use std::io::Write;
+
+use sifovl::Result;
+use sifovl::error::Error;
+
+/// Write `text` to standard output.
+pub fn write_out(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io("writing to standard output", e))
+}
+
+/// Print a report as pretty JSON on standard output.
+pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::io("encoding the JSON report", e.into()))?;
+    write_out(&format!("{text}\n"))
+}
+
+/// `println!` to standard output, returning the write's result.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_out(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+pub(crate) use outln;
