@@ -19,7 +19,7 @@ pub mod error;
 pub mod fs;
 pub mod journal;
 pub mod oci;
-pub mod ocisif;
+pub(crate) mod ocisif;
 pub mod ops;
 pub mod progress;
 pub mod sif;

@@ -12,13 +12,14 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 
 /// Parse a JSON blob; `what` names it in the error (e.g. `config sha256:…`).
-pub fn parse(bytes: &[u8], what: &str) -> Result<Value> {
+pub(crate) fn parse(bytes: &[u8], what: &str) -> Result<Value> {
     serde_json::from_slice(bytes)
         .map_err(|e| Error::malformed(format!("{what}: invalid JSON: {e}")))
 }
 
 /// Encode `value` exactly as Go's `json.Marshal` would encode the same document.
-pub fn to_go_bytes(value: &Value) -> Vec<u8> {
+#[cfg(test)]
+fn to_go_bytes(value: &Value) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     write_value(value, &mut out);
     out
@@ -46,15 +47,15 @@ fn write_value(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
-/// [`to_go_bytes`] of a JSON object.
-pub fn object_to_go_bytes(map: &Map<String, Value>) -> Vec<u8> {
+/// Encode a JSON object exactly as Go's `json.Marshal` would encode the same document.
+pub(crate) fn object_to_go_bytes(map: &Map<String, Value>) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     write_object(map, &mut out);
     out
 }
 
 /// Parse a JSON blob that must be an object; `kind` says what it should be in the error.
-pub fn parse_object(bytes: &[u8], what: &str, kind: &str) -> Result<Map<String, Value>> {
+pub(crate) fn parse_object(bytes: &[u8], what: &str, kind: &str) -> Result<Map<String, Value>> {
     match parse(bytes, what)? {
         Value::Object(map) => Ok(map),
         _ => Err(Error::malformed(format!(

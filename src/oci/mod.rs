@@ -1,10 +1,10 @@
 //! OCI image content: media types and order-preserving edits of index, manifest and config
 //! JSON. Knows nothing about SIF files or filesystems.
 
-pub mod json;
-pub mod media_type;
-pub mod model;
+pub(crate) mod json;
+mod media_type;
+mod model;
 
 pub use crate::digest::Digest;
 pub use media_type::MediaType;
-pub use model::{Config, Descriptor, Index, IndexEntry, Manifest};
+pub use model::{Config, Descriptor, Index, IndexEntry, Manifest, REF_NAME, ZERO_TIME};

@@ -22,11 +22,11 @@ use crate::oci::{Config, Descriptor, Index, IndexEntry, Manifest, MediaType};
 use crate::sif::{Container, DataType, ObjectSpec};
 
 /// JSON blobs larger than this are not plausible index, manifest or config blobs.
-pub const MAX_JSON_BLOB: u64 = 16 << 20;
+pub(crate) const MAX_JSON_BLOB: u64 = 16 << 20;
 
 /// A layer of the image and the SIF object that holds it.
 #[derive(Debug, Clone)]
-pub struct Layer {
+pub(crate) struct Layer {
     pub descriptor: Descriptor,
     /// SIF object id.
     pub object: u32,
@@ -39,7 +39,7 @@ pub struct Layer {
 
 /// The single image of an OCI-SIF, fully resolved.
 #[derive(Debug, Clone)]
-pub struct OciImage {
+pub(crate) struct OciImage {
     pub index_object: u32,
     pub index_bytes: Vec<u8>,
     pub index: Index,
@@ -59,20 +59,20 @@ pub struct OciImage {
 
 impl OciImage {
     /// The last layer, if it is a writable ext3 overlay.
-    pub fn overlay(&self) -> Option<&Layer> {
+    pub(crate) fn overlay(&self) -> Option<&Layer> {
         self.layers
             .last()
             .filter(|l| l.descriptor.media_type == MediaType::Ext3Layer)
     }
 
     /// Whether the config is a Docker/OCI image config (edited) or an opaque one (kept).
-    pub fn has_image_config(&self) -> bool {
+    pub(crate) fn has_image_config(&self) -> bool {
         self.config_descriptor.media_type.is_image_config()
     }
 
     /// The config's `diff_ids`, which must be one per layer in an image config (the rule
     /// every edit of a layer relies on). `None` for an opaque config (no diff_ids).
-    pub fn checked_diff_ids(&self) -> Result<Option<&[Digest]>> {
+    pub(crate) fn checked_diff_ids(&self) -> Result<Option<&[Digest]>> {
         if !self.has_image_config() {
             return Ok(None);
         }
@@ -90,7 +90,7 @@ impl OciImage {
     /// Whether every record of the overlay's digest (its SIF descriptor, its manifest
     /// descriptor and the last `diff_id`, one per layer) agrees with `actual`, the digest of
     /// its bytes: the in-sync rule of `reconcile`, `inspect --hash` and `verify`.
-    pub fn overlay_in_sync(&self, overlay: &Layer, actual: &Digest) -> bool {
+    pub(crate) fn overlay_in_sync(&self, overlay: &Layer, actual: &Digest) -> bool {
         let diff_id_ok = match self.checked_diff_ids() {
             Ok(Some(ids)) => ids.last() == Some(actual),
             Ok(None) => true,
@@ -103,7 +103,7 @@ impl OciImage {
     /// writes a new descriptor (`Some`), or with only its digest and size changed (`None`
     /// keeps the descriptor's other keys). The diff_id follows (layers whose diff_id is
     /// their digest: squashfs and ext3).
-    pub fn with_layer_replaced(
+    pub(crate) fn with_layer_replaced(
         &self,
         index: usize,
         digest: &Digest,
@@ -125,7 +125,7 @@ impl OciImage {
 
 /// Whether a SIF holds an OCI image: SingularityCE's test is exactly one `OCI.RootIndex`.
 /// Several are an error here (SingularityCE would silently take the file for a native SIF).
-pub fn is_oci_sif(container: &Container) -> Result<bool> {
+pub(crate) fn is_oci_sif(container: &Container) -> Result<bool> {
     let roots: Vec<u32> = container
         .objects()
         .filter(|d| d.data_type == DataType::OciRootIndex)
@@ -142,7 +142,7 @@ pub fn is_oci_sif(container: &Container) -> Result<bool> {
 }
 
 /// The one OCI object whose descriptor digest is `digest`.
-pub fn find_blob(container: &Container, digest: &Digest) -> Result<u32> {
+pub(crate) fn find_blob(container: &Container, digest: &Digest) -> Result<u32> {
     let mut found = container
         .objects()
         .filter(|d| d.data_type == DataType::OciBlob && d.oci_digest().ok() == Some(*digest));
@@ -159,7 +159,7 @@ pub fn find_blob(container: &Container, digest: &Digest) -> Result<u32> {
 }
 
 /// Read a whole small object (a JSON blob), refusing absurd sizes.
-pub fn read_small_object(
+pub(crate) fn read_small_object(
     file: &File,
     container: &Container,
     id: u32,
@@ -179,7 +179,7 @@ pub fn read_small_object(
 }
 
 /// Resolve the image of an OCI-SIF.
-pub fn read_image(file: &File, container: &Container) -> Result<OciImage> {
+pub(crate) fn read_image(file: &File, container: &Container) -> Result<OciImage> {
     // Every OCI object's digest must be well formed, or lookups by digest mean nothing.
     for d in container.objects() {
         if matches!(d.data_type, DataType::OciBlob | DataType::OciRootIndex) {
@@ -279,7 +279,7 @@ pub fn read_image(file: &File, container: &Container) -> Result<OciImage> {
 
 /// Where the bytes of a blob to be written come from.
 #[derive(Debug)]
-pub enum BlobData {
+pub(crate) enum BlobData {
     Bytes(Vec<u8>),
     /// Already staged in the file by the edit, at this offset.
     Staged {
@@ -290,7 +290,7 @@ pub enum BlobData {
 
 /// A blob the new image needs that the SIF may not hold yet.
 #[derive(Debug)]
-pub struct NewBlob {
+pub(crate) struct NewBlob {
     pub digest: Digest,
     pub size: u64,
     pub data: BlobData,
@@ -298,7 +298,7 @@ pub struct NewBlob {
 
 /// What the update engine did.
 #[derive(Debug, Default, Clone)]
-pub struct UpdateSummary {
+pub(crate) struct UpdateSummary {
     /// Object ids deleted, in deletion order.
     pub deleted: Vec<u32>,
     /// (object id, digest) written, RootIndex last.
@@ -309,7 +309,7 @@ pub struct UpdateSummary {
 
 impl UpdateSummary {
     /// The object the engine wrote `digest` into, if it wrote it.
-    pub fn object_for(&self, digest: &Digest) -> Option<u32> {
+    pub(crate) fn object_for(&self, digest: &Digest) -> Option<u32> {
         self.written
             .iter()
             .find(|(_, d)| d == digest)
@@ -321,7 +321,7 @@ impl UpdateSummary {
 /// applied: zero what was deleted, lay the new blobs, set the length, rewrite the changed
 /// metadata sectors. Nothing of it is written until the caller applies it.
 #[derive(Debug, Default)]
-pub struct WritePlan {
+pub(crate) struct WritePlan {
     /// Ranges of deleted objects that stay inside the file: zeroed, as the reference does.
     pub zero: Vec<(u64, u64)>,
     /// New blobs and where they go.
@@ -335,7 +335,7 @@ pub struct WritePlan {
 }
 
 /// The new image an operation produced: its manifest and config bytes plus any new blobs.
-pub struct NewImage {
+pub(crate) struct NewImage {
     /// The new manifest's bytes.
     pub manifest_bytes: Vec<u8>,
     /// The new manifest.
@@ -349,7 +349,7 @@ pub struct NewImage {
 impl NewImage {
     /// Serialise `manifest`/`config` after an edit: the config's new digest goes into the
     /// manifest, and the manifest gets its bytes.
-    pub fn build(
+    pub(crate) fn build(
         old: &OciImage,
         mut manifest: Manifest,
         config: &Config,
@@ -371,12 +371,12 @@ impl NewImage {
     }
 
     /// The new manifest's digest.
-    pub fn manifest_digest(&self) -> Digest {
+    pub(crate) fn manifest_digest(&self) -> Digest {
         Digest::of(&self.manifest_bytes)
     }
 
     /// The new config's digest.
-    pub fn config_digest(&self) -> Digest {
+    pub(crate) fn config_digest(&self) -> Digest {
         Digest::of(&self.config_bytes)
     }
 }
@@ -385,7 +385,7 @@ impl NewImage {
 /// the RootIndex is rebuilt with one entry (cosign entries are dropped, since an edit of the
 /// image invalidates them), unchanged blobs stay where they are, the rest is rewritten.
 /// Edits `container` and returns the writes that make the file match it.
-pub fn replace_image(
+pub(crate) fn replace_image(
     container: &mut Container,
     old: &OciImage,
     new: NewImage,
@@ -420,7 +420,7 @@ pub fn replace_image(
 ///
 /// `walk` lists the digests the new index references in the reference's walk order
 /// (layers, config, manifest); `blobs` supplies the bytes of those the SIF lacks.
-pub fn update_root_index(
+pub(crate) fn update_root_index(
     container: &mut Container,
     old_index_bytes: &[u8],
     index_bytes: Vec<u8>,

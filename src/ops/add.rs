@@ -221,7 +221,7 @@ fn add_native_partition(
     // The runtime only stacks overlay partitions of the primary partition's group.
     let (group, arch) = match container.primary_partition() {
         Some(p) => (p.group().unwrap_or(1), p.partition()?.arch),
-        None => (1, container.header.arch),
+        None => (1, container.header().arch),
     };
     let arch = if arch == Arch::Unknown {
         Arch::host()

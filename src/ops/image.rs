@@ -37,7 +37,7 @@ impl Format {
 
 /// Where the writable ext3 overlay lives in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Overlay {
+pub(crate) struct Overlay {
     /// SIF object id.
     pub object: u32,
     /// Byte offset of the ext3 image in the file.
@@ -47,7 +47,7 @@ pub struct Overlay {
 }
 
 /// An open image: its file (locked), its SIF metadata and, for an OCI-SIF, its image.
-pub struct Image {
+pub(crate) struct Image {
     /// The path as the user gave it, for messages.
     pub name: String,
     /// The open file, locked shared (read) or exclusive (edit).
@@ -60,13 +60,13 @@ pub struct Image {
 
 impl Image {
     /// Open to read: shared lock, interrupted edits recovered first.
-    pub fn open_read(path: &Path) -> Result<Image> {
+    pub(crate) fn open_read(path: &Path) -> Result<Image> {
         let file = journal::open_for_read(path)?;
         Image::resolve(path, file)
     }
 
     /// Open to edit: exclusive lock, interrupted edits recovered first.
-    pub fn open_edit(path: &Path) -> Result<Image> {
+    pub(crate) fn open_edit(path: &Path) -> Result<Image> {
         let file = journal::open_for_edit(path)?;
         Image::resolve(path, file)
     }
@@ -89,7 +89,7 @@ impl Image {
     }
 
     /// Which kind of SIF this is.
-    pub fn format(&self) -> Format {
+    pub(crate) fn format(&self) -> Format {
         if self.oci.is_some() {
             Format::OciSif
         } else {
@@ -98,7 +98,7 @@ impl Image {
     }
 
     /// The OCI image, or the error an OCI-only operation gives on a native SIF.
-    pub fn require_oci(&self) -> Result<&OciImage> {
+    pub(crate) fn require_oci(&self) -> Result<&OciImage> {
         self.oci.as_ref().ok_or_else(|| {
             Error::unsupported(format!(
                 "{}: not an OCI-SIF (no OCI.RootIndex object)",
@@ -109,7 +109,7 @@ impl Image {
 
     /// The writable ext3 overlay: the last layer of an OCI-SIF when it is ext3, or the ext3
     /// overlay partition of a native SIF.
-    pub fn writable_overlay(&self) -> Option<Overlay> {
+    pub(crate) fn writable_overlay(&self) -> Option<Overlay> {
         match &self.oci {
             Some(image) => image.overlay().map(|l| Overlay {
                 object: l.object,
@@ -128,7 +128,7 @@ impl Image {
     }
 
     /// The writable overlay, or the refusal of an operation that needs one.
-    pub fn require_overlay(&self) -> Result<Overlay> {
+    pub(crate) fn require_overlay(&self) -> Result<Overlay> {
         self.writable_overlay().ok_or_else(|| self.no_overlay())
     }
 
@@ -148,7 +148,7 @@ impl Image {
     /// SIF signature objects. An edit that would invalidate them is refused unless `force`;
     /// `consequence` says what the edit would do ("sealing would invalidate them") and
     /// `action` names it for the hint ("seal").
-    pub fn refuse_if_signed(
+    pub(crate) fn refuse_if_signed(
         &self,
         force: bool,
         consequence: &str,
@@ -166,7 +166,7 @@ impl Image {
 
     /// The OCI image and its ext3 overlay layer, or the refusal of an operation on the
     /// overlay of an OCI-SIF (`reconcile`).
-    pub fn require_oci_overlay(&self) -> Result<(&OciImage, &Layer)> {
+    pub(crate) fn require_oci_overlay(&self) -> Result<(&OciImage, &Layer)> {
         let image = self.require_oci()?;
         match image.overlay() {
             Some(layer) => Ok((image, layer)),
@@ -176,16 +176,11 @@ impl Image {
 
     /// sha256 of the writable overlay's bytes, checking on the way that its header is still
     /// one the runtime accepts (one sequential pass). Errors name the overlay object.
-    pub fn hash_overlay(&self) -> Result<Digest> {
+    pub(crate) fn hash_overlay(&self) -> Result<Digest> {
         let overlay = self.require_overlay()?;
         let what = format!("overlay (object {})", overlay.object);
         read_ext3_header(&self.file, overlay.offset, overlay.size)
             .and_then(|_| hash_range(&self.file, overlay.offset, overlay.size))
             .map_err(|e| e.context(&what))
-    }
-
-    /// Name the image in an error.
-    pub fn err(&self, e: Error) -> Error {
-        e.context(&self.name)
     }
 }

@@ -4,7 +4,7 @@
 
 pub mod add;
 pub mod browse;
-pub mod image;
+mod image;
 pub mod inspect;
 pub mod objects;
 pub mod pack;
@@ -16,7 +16,8 @@ pub mod verify;
 use crate::journal::Edit;
 use crate::ocisif::{BlobData, WritePlan};
 
-pub use image::{Format, Image, Overlay};
+pub use image::Format;
+pub(crate) use image::{Image, Overlay};
 
 /// Record an update-engine plan in `edit`, in the order the plan requires: zero deleted
 /// objects, lay the new blobs (copying staged ones into place), set the length, then rewrite

@@ -94,15 +94,20 @@ impl Default for CreateOptions {
 /// Header plus every descriptor slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Container {
-    pub header: Header,
+    header: Header,
     /// All slots, used and unused, in slot order.
-    pub slots: Vec<Descriptor>,
+    slots: Vec<Descriptor>,
 }
 
 /// The most slots we accept; the table of a real image is at most a few hundred.
 const MAX_SLOTS: i64 = 1 << 20;
 
 impl Container {
+    /// The global header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
     /// Read and validate the metadata of a SIF of `file_len` bytes.
     pub fn read(file: &File, file_len: u64) -> Result<Container> {
         Self::read_with(|buf, offset| file.read_exact_at(buf, offset), file_len)

@@ -3,14 +3,14 @@
 use super::types::{Arch, DataType, FsType, HashType, PartType};
 use crate::error::{Error, Result};
 
-pub const HEADER_LEN: usize = 128;
-pub const DESCRIPTOR_LEN: usize = 585;
-pub const MAGIC: &[u8; 10] = b"SIF_MAGIC\0";
-pub const VERSION: &[u8; 3] = b"01\0";
-pub const NAME_LEN: usize = 128;
-pub const EXTRA_LEN: usize = 384;
+pub(super) const HEADER_LEN: usize = 128;
+pub(super) const DESCRIPTOR_LEN: usize = 585;
+pub(super) const MAGIC: &[u8; 10] = b"SIF_MAGIC\0";
+pub(super) const VERSION: &[u8; 3] = b"01\0";
+pub(super) const NAME_LEN: usize = 128;
+pub(super) const EXTRA_LEN: usize = 384;
 /// The group mask every writer ORs into `GroupID` (spec 3.1).
-pub const GROUP_MASK: u32 = 0xF000_0000;
+pub(super) const GROUP_MASK: u32 = 0xF000_0000;
 /// Go's zero `time.Time` as Unix seconds: the timestamp of deterministic images.
 pub const GO_ZERO_TIME: i64 = -62_135_596_800;
 

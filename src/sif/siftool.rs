@@ -87,7 +87,7 @@ fn tabwrite(lines: &[Vec<String>], padding: usize) -> String {
 
 /// `siftool header`.
 pub fn header(c: &Container) -> String {
-    let h = &c.header;
+    let h = c.header();
     let mut lines: Vec<Vec<String>> = Vec::new();
     let mut line = |label: &str, value: String| lines.push(vec![format!("{label}:"), value]);
     let launch = h.launch_script_text();
@@ -389,7 +389,7 @@ pub struct HeaderJson {
 
 impl HeaderJson {
     pub fn new(c: &Container) -> HeaderJson {
-        let h = &c.header;
+        let h = c.header();
         let time = |t: i64| (t != GO_ZERO_TIME).then_some(t);
         HeaderJson {
             launch_script: h.launch_script_text(),

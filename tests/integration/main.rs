@@ -2,6 +2,7 @@
 
 mod util;
 
+mod cli;
 mod crash;
 mod ext;
 mod layering;

@@ -326,10 +326,7 @@ fn add_refuses_what_it_must_and_leaves_the_file_alone() {
     std::fs::set_permissions(&ro, perms).unwrap();
     if rustix::process::geteuid().is_root() {
         // Root ignores permission bits: run sifovl as an unprivileged user instead.
-        if !crate::util::have_tool("setpriv") {
-            eprintln!("SKIPPED: read-only refusal needs setpriv when running as root");
-            return;
-        }
+        crate::require_tool!("setpriv");
         let parent = ro.parent().unwrap();
         std::fs::set_permissions(parent, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();

@@ -175,7 +175,7 @@ fn every_fixture_loads_and_the_singularity_images_list() {
 /// Rebuild `bytes` from its parsed objects with our writer.
 fn rebuild(bytes: &[u8]) -> Vec<u8> {
     let c = Container::from_bytes(bytes).unwrap();
-    let h = &c.header;
+    let h = c.header();
     let end = h
         .launch_script
         .iter()

@@ -10,13 +10,25 @@ pub fn fixtures() -> Option<PathBuf> {
     dir.is_dir().then(|| dir.canonicalize().unwrap())
 }
 
-/// Return early from a test (with a clear message) when `../shared/fixtures` is absent.
+/// Whether the suite runs under CI (`CI` set, as CI runners do), where nothing may be
+/// skipped: a missing fixture or tool is a failure there, not a reason to pass.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Return early from a test (with a clear message) when `../shared/fixtures` is absent;
+/// under CI, fail instead, so CI can never pass without them.
 #[macro_export]
 macro_rules! require_fixtures {
     () => {
         match $crate::util::fixtures() {
             Some(dir) => dir,
             None => {
+                if $crate::util::under_ci() {
+                    panic!(
+                        "../shared/fixtures is required under CI (it must sit beside the checkout)"
+                    );
+                }
                 eprintln!("SKIPPED: ../shared/fixtures is absent beside the checkout");
                 return;
             }
@@ -39,7 +51,7 @@ pub fn have_tool(name: &str) -> bool {
 macro_rules! require_tool {
     ($name:expr) => {
         if !$crate::util::have_tool($name) {
-            if std::env::var("CI").as_deref() == Ok("true") {
+            if $crate::util::under_ci() {
                 panic!(
                     "{} is required under CI: run scripts/install-test-deps.sh",
                     $name
