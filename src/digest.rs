@@ -18,10 +18,12 @@ use crate::error::{Error, Result};
 pub struct Digest([u8; 32]);
 
 impl Digest {
+    /// The digest whose 32 bytes are `bytes`.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Digest(bytes)
     }
 
+    /// The 32 bytes of the digest.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -64,6 +66,7 @@ impl Digest {
         Ok(Digest(bytes))
     }
 
+    /// The 64 lowercase hex digits (without `sha256:`).
     pub fn hex(&self) -> String {
         hex::encode(self.0)
     }
@@ -97,6 +100,7 @@ pub struct HashingWriter<W> {
 }
 
 impl<W> HashingWriter<W> {
+    /// Hash what is written through to `inner`.
     pub fn new(inner: W) -> Self {
         HashingWriter {
             inner,
@@ -115,10 +119,12 @@ impl<W> HashingWriter<W> {
         Digest(self.hasher.clone().finalize().into())
     }
 
+    /// The wrapped writer.
     pub fn get_mut(&mut self) -> &mut W {
         &mut self.inner
     }
 
+    /// Give back the wrapped writer.
     pub fn into_inner(self) -> W {
         self.inner
     }
@@ -144,6 +150,7 @@ pub struct HashingReader<R> {
 }
 
 impl<R> HashingReader<R> {
+    /// Hash what is read from `inner`.
     pub fn new(inner: R) -> Self {
         HashingReader {
             inner,

@@ -34,9 +34,11 @@ pub struct Error {
     source: Option<io::Error>,
 }
 
+/// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// An error of `kind` with a one-line message.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             kind,
@@ -45,18 +47,22 @@ impl Error {
         }
     }
 
+    /// The input is not what it claims to be.
     pub fn malformed(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Malformed, message)
     }
 
+    /// The input uses something sifovl does not support.
     pub fn unsupported(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unsupported, message)
     }
 
+    /// The operation is refused as asked.
     pub fn refused(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Refused, message)
     }
 
+    /// What was asked for does not exist.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::NotFound, message)
     }
@@ -70,6 +76,7 @@ impl Error {
         }
     }
 
+    /// What went wrong, by phase.
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
@@ -80,6 +87,7 @@ impl Error {
         self
     }
 
+    /// The message without the I/O cause.
     pub fn message(&self) -> &str {
         &self.message
     }
@@ -126,7 +134,9 @@ impl From<io::Error> for Error {
 
 /// Add context to any `Result<_, Error>`.
 pub trait ResultExt<T> {
+    /// Prefix the error with where it happened.
     fn context(self, context: impl fmt::Display) -> Result<T>;
+    /// Prefix the error with where it happened, computed only on error.
     fn with_context<C: fmt::Display>(self, f: impl FnOnce() -> C) -> Result<T>;
 }
 

@@ -617,6 +617,7 @@ impl<'a> Edit<'a> {
         written
     }
 
+    /// Write `bytes` at `offset` when the edit commits.
     pub fn write(&mut self, offset: u64, bytes: Vec<u8>) {
         self.record.ops.push(Op::Write { offset, bytes });
     }

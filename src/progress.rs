@@ -7,11 +7,13 @@ use std::sync::OnceLock;
 
 /// Something that shows progress, e.g. a terminal progress bar.
 pub trait Reporter: Send + Sync {
+    /// Start showing `total_bytes` of work called `label`.
     fn start(&self, label: &str, total_bytes: u64) -> Box<dyn Task>;
 }
 
 /// One piece of long work in progress; finished when dropped.
 pub trait Task: Send + Sync {
+    /// `bytes` more of the work are done.
     fn advance(&self, bytes: u64);
 }
 

@@ -18,9 +18,11 @@ use crate::sif::{Arch, Container, FsType, ObjectSpec, PartType};
 /// Options of `sifovl add`.
 #[derive(Debug, Clone)]
 pub struct AddOptions {
+    /// Overlay size in MiB.
     pub size_mib: u64,
     /// Leave unwritten overlay blocks as holes in the SIF.
     pub sparse: bool,
+    /// Directories to create inside `upper/` (absolute or relative to it).
     pub create_dirs: Vec<String>,
     /// Use this existing ext3 image instead of making one.
     pub from: Option<PathBuf>,
@@ -28,6 +30,7 @@ pub struct AddOptions {
     pub force: bool,
     /// Owner of `upper/` and `work/`.
     pub uid: u32,
+    /// Group of `upper/` and `work/`.
     pub gid: u32,
 }
 
@@ -48,15 +51,23 @@ impl Default for AddOptions {
 /// What `add` did.
 #[derive(Debug, Clone, Serialize)]
 pub struct AddReport {
+    /// The image path.
     pub image: String,
+    /// OCI-SIF or native SIF.
     pub format: Format,
+    /// The SIF object that holds the overlay.
     pub object: u32,
+    /// Byte offset of the overlay in the file.
     pub offset: u64,
+    /// Overlay size in bytes.
     pub size: u64,
     /// The overlay's digest (OCI-SIF only).
     pub digest: Option<String>,
+    /// The new manifest's digest (OCI-SIF only).
     pub manifest_digest: Option<String>,
+    /// Cosign entries dropped because the new manifest invalidates them.
     pub dropped_cosign_entries: usize,
+    /// SIF signature objects that no longer verify after the edit.
     pub invalidated_signatures: Vec<u32>,
 }
 

@@ -19,13 +19,21 @@ use crate::sif::{FsType, PartType};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ListedKind {
+    /// A regular file.
     File,
+    /// A directory.
     Dir,
+    /// A symbolic link.
     Symlink,
+    /// A character device (a 0/0 one is an OverlayFS whiteout).
     Char,
+    /// A block device.
     Block,
+    /// A named pipe.
     Fifo,
+    /// A socket.
     Socket,
+    /// Another name of a file listed before it.
     Hardlink,
 }
 
@@ -47,19 +55,29 @@ impl ListedKind {
 /// One listed entry.
 #[derive(Debug, Clone, Serialize)]
 pub struct Listed {
+    /// Path inside the filesystem, without a leading `/`.
     pub path: String,
+    /// What the entry is.
     pub kind: ListedKind,
+    /// Permission bits (with setuid, setgid, sticky).
     pub mode: u32,
+    /// Owner.
     pub uid: u32,
+    /// Group.
     pub gid: u32,
+    /// Size in bytes of a file, or length of a symlink target.
     pub size: u64,
+    /// Modification time, seconds since the epoch.
     pub mtime: i64,
     /// Symlink or hard-link target, or `major,minor` of a device.
     pub target: Option<String>,
     /// An OverlayFS whiteout (0/0 character device) or an opaque directory.
     pub whiteout: bool,
+    /// A directory marked opaque (hides the layers below).
     pub opaque: bool,
+    /// Names of its extended attributes.
     pub xattrs: Vec<String>,
+    /// sha256 of a file's content (with `--hash`).
     pub sha256: Option<String>,
 }
 

@@ -10,21 +10,33 @@ use crate::error::{Error, Result};
 use crate::fs::overlay::read_ext3_header;
 use crate::oci::MediaType;
 
+/// One OCI layer.
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerInfo {
+    /// Position in the manifest, bottom first.
     pub index: usize,
+    /// The layer's media type.
     pub media_type: MediaType,
+    /// Size in bytes, as the manifest records it.
     pub size: u64,
+    /// The manifest's digest for it.
     pub digest: String,
+    /// The SIF object that holds it.
     pub object: u32,
+    /// Byte offset in the file.
     pub offset: u64,
 }
 
+/// The writable overlay.
 #[derive(Debug, Clone, Serialize)]
 pub struct OverlayInfo {
+    /// The SIF object that holds it.
     pub object: u32,
+    /// Byte offset in the file.
     pub offset: u64,
+    /// Size in bytes.
     pub size: u64,
+    /// Its filesystem (`ext3`).
     pub filesystem: String,
     /// Whether the ext3 journal needs recovery (the writing job was killed).
     pub needs_recovery: bool,
@@ -34,25 +46,41 @@ pub struct OverlayInfo {
     pub in_sync: Option<bool>,
 }
 
+/// A cosign signature or attestation entry of the RootIndex.
 #[derive(Debug, Clone, Serialize)]
 pub struct CosignInfo {
+    /// Its `org.opencontainers.image.ref.name`.
     pub ref_name: String,
+    /// The manifest it points at.
     pub digest: String,
 }
 
+/// What `inspect` shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct InspectReport {
+    /// The image path.
     pub image: String,
+    /// OCI-SIF or native SIF.
     pub format: Format,
+    /// Number of SIF objects.
     pub objects: usize,
+    /// File size in bytes.
     pub file_size: u64,
+    /// Digest of the RootIndex bytes (OCI-SIF).
     pub index_digest: Option<String>,
+    /// Media type of the image manifest (OCI-SIF).
     pub manifest_media_type: Option<MediaType>,
+    /// Digest of the image manifest (OCI-SIF).
     pub manifest_digest: Option<String>,
+    /// Media type of the config (OCI-SIF).
     pub config_media_type: Option<MediaType>,
+    /// Digest of the config (OCI-SIF).
     pub config_digest: Option<String>,
+    /// The OCI layers, bottom first.
     pub layers: Vec<LayerInfo>,
+    /// The writable overlay, if any.
     pub overlay: Option<OverlayInfo>,
+    /// Cosign entries of the RootIndex.
     pub cosign: Vec<CosignInfo>,
     /// SIF signature objects (PGP / DSSE / legacy).
     pub signatures: Vec<u32>,

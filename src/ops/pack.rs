@@ -18,7 +18,9 @@ use crate::fs::whiteout::ToAufs;
 /// What `mksquashfs` wrote.
 #[derive(Debug, Clone, Serialize)]
 pub struct SquashfsReport {
+    /// The image written.
     pub output: String,
+    /// Entries packed.
     pub entries: u64,
     /// Bytes of the image.
     pub size: u64,
@@ -27,7 +29,9 @@ pub struct SquashfsReport {
 /// What a tar-layer pipeline wrote.
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerReport {
+    /// The layer written.
     pub output: String,
+    /// Entries packed.
     pub entries: u64,
     /// sha256 of the layer as stored (compressed): its OCI digest.
     pub digest: String,

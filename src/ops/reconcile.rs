@@ -14,9 +14,11 @@ use crate::ocisif::{self, NewImage};
 /// What reconcile found and did.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReconcileReport {
+    /// The image path.
     pub image: String,
     /// The overlay's SIF object id.
     pub overlay_object: u32,
+    /// Overlay size in bytes.
     pub overlay_size: u64,
     /// sha256 of the overlay bytes as they are now.
     pub actual_digest: String,
@@ -26,7 +28,9 @@ pub struct ReconcileReport {
     pub in_sync: bool,
     /// Whether the image was changed (false with `--check` or when in sync).
     pub updated: bool,
+    /// The manifest digest after reconcile (unchanged when nothing was written).
     pub manifest_digest: String,
+    /// The config digest after reconcile.
     pub config_digest: String,
     /// Bytes written into the image (metadata, JSON blobs, zeroing); 0 when nothing changed.
     pub bytes_written: u64,

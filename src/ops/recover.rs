@@ -11,6 +11,7 @@ use crate::journal;
 /// What `recover` found.
 #[derive(Debug, Clone, Serialize)]
 pub struct RecoverReport {
+    /// The image path.
     pub image: String,
     /// Whether an interrupted edit was pending (and is now finished or rolled back).
     pub recovered: bool,

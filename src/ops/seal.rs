@@ -22,7 +22,9 @@ use crate::sif::{Container, FsType, ObjectSpec, PartType};
 /// Options of `sifovl seal`.
 #[derive(Debug, Clone)]
 pub struct SealOptions {
+    /// Squashfs compressor and level.
     pub compression: Compression,
+    /// Squashfs block size in bytes (a power of two, 4 KiB to 1 MiB).
     pub block_size: u32,
     /// Map every owner to 0:0, as the reference (fuse2fs `uid=0,gid=0`) does.
     pub root_owned: bool,
@@ -45,21 +47,34 @@ impl Default for SealOptions {
     }
 }
 
+/// What `seal` did.
 #[derive(Debug, Clone, Serialize)]
 pub struct SealReport {
+    /// The image path.
     pub image: String,
+    /// OCI-SIF or native SIF.
     pub format: Format,
     /// The object that holds the squashfs now.
     pub object: u32,
+    /// Byte offset of the squashfs in the file.
     pub offset: u64,
+    /// Size of the squashfs in bytes.
     pub squashfs_size: u64,
+    /// Size of the ext3 overlay it replaced.
     pub overlay_size: u64,
+    /// The sealed layer's digest (OCI-SIF only).
     pub digest: Option<String>,
+    /// Entries written into the squashfs.
     pub entries: u64,
+    /// fuse-overlayfs markers dropped.
     pub dropped_markers: u64,
+    /// File size before the edit.
     pub file_size_before: u64,
+    /// File size after the edit.
     pub file_size_after: u64,
+    /// Cosign entries dropped because the new manifest invalidates them.
     pub dropped_cosign_entries: usize,
+    /// SIF signature objects that no longer verify after the edit.
     pub invalidated_signatures: Vec<u32>,
 }
 

@@ -20,17 +20,24 @@ use crate::sif::{Container, DataType, FsType, PartType};
 /// One named check and its outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
+    /// What was checked.
     pub name: String,
+    /// Whether it holds.
     pub ok: bool,
     /// Why it failed (empty when it passed).
     pub detail: String,
 }
 
+/// What `verify` found.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
+    /// The image path.
     pub image: String,
+    /// OCI-SIF or native SIF.
     pub format: Format,
+    /// Whether every check passed.
     pub ok: bool,
+    /// Every check, in order.
     pub checks: Vec<Check>,
 }
 
