@@ -3,6 +3,7 @@
 
 mod output;
 mod overlay_cmds;
+mod render;
 mod sif_cmds;
 
 use std::process::ExitCode;

@@ -22,6 +22,19 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     write_out(&format!("{text}\n"))
 }
 
+/// Print `report` as JSON, or else the text `render` makes of it (one line is added).
+pub fn emit<T: serde::Serialize>(
+    json: bool,
+    report: &T,
+    render: impl FnOnce(&T) -> String,
+) -> Result<()> {
+    if json {
+        print_json(report)
+    } else {
+        write_out(&format!("{}\n", render(report)))
+    }
+}
+
 /// `println!` to standard output, returning the write's result.
 macro_rules! outln {
     ($($arg:tt)*) => {

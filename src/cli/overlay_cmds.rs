@@ -8,7 +8,7 @@ use sifovl::Result;
 use sifovl::ops;
 
 use super::Outcome;
-use super::output::{outln, print_json, write_out};
+use super::output::{emit, outln, print_json, write_out};
 
 #[derive(Args)]
 #[command(after_help = "Examples:
@@ -65,22 +65,19 @@ pub fn add(args: AddArgs) -> Result<Outcome> {
         &report.invalidated_signatures,
         report.dropped_cosign_entries,
     );
-    if args.json {
-        print_json(&report)?;
-    } else {
-        outln!(
+    emit(args.json, &report, |r| {
+        format!(
             "{}: added a {} MiB ext3 overlay as object {} at offset {}{}",
-            report.image,
-            report.size >> 20,
-            report.object,
-            report.offset,
-            report
-                .digest
+            r.image,
+            r.size >> 20,
+            r.object,
+            r.offset,
+            r.digest
                 .as_deref()
                 .map(|d| format!(" ({d})"))
                 .unwrap_or_default()
-        )?;
-    }
+        )
+    })?;
     Ok(Outcome::Success)
 }
 
@@ -109,31 +106,24 @@ pub fn reconcile(args: ReconcileArgs) -> Result<Outcome> {
         &report.invalidated_signatures,
         report.dropped_cosign_entries,
     );
-    if args.json {
-        print_json(&report)?;
-    } else if report.in_sync {
-        outln!(
-            "{}: overlay digest in sync ({}), nothing to do",
-            report.image,
-            report.actual_digest
-        )?;
-    } else if args.check {
-        outln!(
-            "{}: out of sync: overlay holds {} but the image records {}",
-            report.image,
-            report.actual_digest,
-            report.recorded_digest
-        )?;
-    } else {
-        outln!(
-            "{}: overlay {} -> {}; manifest now {} ({} bytes written)",
-            report.image,
-            report.recorded_digest,
-            report.actual_digest,
-            report.manifest_digest,
-            report.bytes_written
-        )?;
-    }
+    emit(args.json, &report, |r| {
+        if r.in_sync {
+            format!(
+                "{}: overlay digest in sync ({}), nothing to do",
+                r.image, r.actual_digest
+            )
+        } else if args.check {
+            format!(
+                "{}: out of sync: overlay holds {} but the image records {}",
+                r.image, r.actual_digest, r.recorded_digest
+            )
+        } else {
+            format!(
+                "{}: overlay {} -> {}; manifest now {} ({} bytes written)",
+                r.image, r.recorded_digest, r.actual_digest, r.manifest_digest, r.bytes_written
+            )
+        }
+    })?;
     Ok(if args.check && !report.in_sync {
         Outcome::CheckFailed
     } else {
@@ -157,11 +147,9 @@ pub struct InspectArgs {
 
 pub fn inspect(args: InspectArgs) -> Result<Outcome> {
     let report = ops::inspect::inspect(&args.image, args.hash)?;
-    if args.json {
-        print_json(&report)?;
-    } else {
-        write_out(&ops::inspect::render(&report))?;
-    }
+    emit(args.json, &report, |r| {
+        super::render::inspect(r).trim_end().to_string()
+    })?;
     Ok(Outcome::Success)
 }
 
@@ -181,11 +169,9 @@ pub struct VerifyArgs {
 
 pub fn verify(args: VerifyArgs) -> Result<Outcome> {
     let report = ops::verify::verify(&args.image)?;
-    if args.json {
-        print_json(&report)?;
-    } else {
-        write_out(&ops::verify::render(&report))?;
-    }
+    emit(args.json, &report, |r| {
+        super::render::verify(r).trim_end().to_string()
+    })?;
     Ok(if report.ok {
         Outcome::Success
     } else {
@@ -253,21 +239,19 @@ pub fn seal(args: SealArgs) -> Result<Outcome> {
         &report.invalidated_signatures,
         report.dropped_cosign_entries,
     );
-    if args.json {
-        print_json(&report)?;
-    } else {
-        outln!(
+    emit(args.json, &report, |r| {
+        format!(
             "{}: sealed {} entries of a {} MiB overlay into a {}-byte squashfs (object {} at offset {}); file {} -> {} bytes",
-            report.image,
-            report.entries,
-            report.overlay_size >> 20,
-            report.squashfs_size,
-            report.object,
-            report.offset,
-            report.file_size_before,
-            report.file_size_after
-        )?;
-    }
+            r.image,
+            r.entries,
+            r.overlay_size >> 20,
+            r.squashfs_size,
+            r.object,
+            r.offset,
+            r.file_size_before,
+            r.file_size_after
+        )
+    })?;
     Ok(Outcome::Success)
 }
 
@@ -342,7 +326,7 @@ pub fn ls(args: LsArgs) -> Result<Outcome> {
     if args.json {
         print_json(&entries)?;
     } else {
-        write_out(&ops::browse::render(&entries))?;
+        write_out(&super::render::listing(&entries))?;
     }
     Ok(Outcome::Success)
 }

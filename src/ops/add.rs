@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{Format, Image, apply_plan};
+use super::{Format, Image, replace_with_new_layer};
 use crate::digest::HashingReader;
 use crate::error::{Error, Result, ResultExt};
 use crate::fs::overlay::{CreateOverlay, create_ext3_overlay, read_ext3_header};
 use crate::journal::Edit;
 use crate::oci::{Descriptor, MediaType};
-use crate::ocisif::{self, BlobData, NewBlob, NewImage, OciImage};
+use crate::ocisif::{BlobData, NewBlob, OciImage};
 use crate::sif::{Arch, Container, FsType, ObjectSpec, PartType};
 
 /// Options of `sifovl add`.
@@ -146,44 +146,39 @@ pub fn add_overlay(path: &Path, options: &AddOptions) -> Result<AddReport> {
         dropped_cosign_entries: 0,
         invalidated_signatures: signatures,
     };
+    let source = NewOverlay {
+        file: source,
+        size,
+        sparse: options.sparse,
+    };
     let mut edit = Edit::begin(path, &file)?;
-    if let Some(image) = &oci {
-        add_oci_layer(
-            image,
-            &mut container,
-            &mut edit,
-            &source,
-            size,
-            options.sparse,
-            &mut report,
-        )
-        .map_err(|e| e.context(&name))?;
-    } else {
-        add_native_partition(
-            &mut container,
-            &mut edit,
-            &source,
-            size,
-            options.sparse,
-            &mut report,
-        )
-        .map_err(|e| e.context(&name))?;
+    match &oci {
+        Some(image) => add_oci_layer(image, &mut container, &mut edit, &source, &mut report),
+        None => add_native_partition(&mut container, &mut edit, &source, &mut report),
     }
+    .map_err(|e| e.context(&name))?;
     edit.commit()?;
     Ok(report)
+}
+
+/// The ext3 image to add.
+struct NewOverlay {
+    file: File,
+    size: u64,
+    /// Leave its all-zero blocks as holes.
+    sparse: bool,
 }
 
 fn add_oci_layer(
     image: &OciImage,
     container: &mut Container,
     edit: &mut Edit<'_>,
-    source: &File,
-    size: u64,
-    sparse: bool,
+    source: &NewOverlay,
     report: &mut AddReport,
 ) -> Result<()> {
+    let NewOverlay { size, sparse, .. } = *source;
     // One pass over the overlay: staged past the live data and hashed on the way.
-    let mut reader = HashingReader::new(source);
+    let mut reader = HashingReader::new(&source.file);
     let staged = edit.stage(&mut reader, size, 0, sparse)?;
     let digest = reader.digest();
     let layer = Descriptor {
@@ -206,16 +201,12 @@ fn add_oci_layer(
             sparse,
         },
     };
-    let new = NewImage::build(image, manifest, &config, vec![new_blob]);
-    report.manifest_digest = Some(new.manifest_digest().to_string());
-    let on_disk = container.metadata_bytes();
-    let plan = ocisif::replace_image(container, image, new)?;
-    let object = plan.summary.object_for(&digest).ok_or_else(|| {
-        Error::malformed(format!("overlay {digest} was already present in the image"))
-    })?;
-    apply_plan(edit, &on_disk, plan);
-    report.object = object;
-    report.offset = container.object(object)?.offset;
+    let placed = replace_with_new_layer(
+        container, edit, image, manifest, &config, new_blob, "overlay",
+    )?;
+    report.manifest_digest = Some(placed.manifest_digest.to_string());
+    report.object = placed.object;
+    report.offset = placed.offset;
     report.digest = Some(digest.to_string());
     report.dropped_cosign_entries = image.cosign.len();
     Ok(())
@@ -224,11 +215,10 @@ fn add_oci_layer(
 fn add_native_partition(
     container: &mut Container,
     edit: &mut Edit<'_>,
-    source: &File,
-    size: u64,
-    sparse: bool,
+    source: &NewOverlay,
     report: &mut AddReport,
 ) -> Result<()> {
+    let NewOverlay { size, sparse, .. } = *source;
     // The runtime only stacks overlay partitions of the primary partition's group.
     let (group, arch) = match container.primary_partition() {
         Some(p) => (p.group().unwrap_or(1), p.partition()?.arch),
@@ -245,7 +235,7 @@ fn add_native_partition(
         ObjectSpec::partition(FsType::Ext3, PartType::Overlay, arch, group, size),
         time,
     )?;
-    let mut reader = source;
+    let mut reader = &source.file;
     if placed.offset >= edit.old_len() {
         edit.write_past_end(placed.offset, &mut reader, size, sparse)?;
     } else {

@@ -37,21 +37,6 @@ pub enum ListedKind {
     Hardlink,
 }
 
-impl ListedKind {
-    /// The type letter of `ls -l` (hard links show as regular files).
-    fn letter(self) -> char {
-        match self {
-            ListedKind::Dir => 'd',
-            ListedKind::Symlink => 'l',
-            ListedKind::Char => 'c',
-            ListedKind::Block => 'b',
-            ListedKind::Fifo => 'p',
-            ListedKind::Socket => 's',
-            ListedKind::File | ListedKind::Hardlink => '-',
-        }
-    }
-}
-
 /// One listed entry.
 #[derive(Debug, Clone, Serialize)]
 pub struct Listed {
@@ -208,38 +193,4 @@ pub fn locate(path: &Path, target: Target) -> Result<(File, u64, u64)> {
         }
     };
     Ok((opened.file, offset, size))
-}
-
-/// Text form: `ls -l`-like lines.
-pub fn render(entries: &[Listed]) -> String {
-    let mut s = String::new();
-    for e in entries {
-        let t = e.kind.letter();
-        let mut line = format!(
-            "{t}{:04o} {:>6}:{:<6} {:>12} {}",
-            e.mode, e.uid, e.gid, e.size, e.path
-        );
-        if let Some(target) = &e.target {
-            let arrow = match e.kind {
-                ListedKind::Symlink => " -> ",
-                ListedKind::Hardlink => " link to ",
-                _ => " device ",
-            };
-            line.push_str(arrow);
-            line.push_str(target);
-        }
-        if e.whiteout {
-            line.push_str("  (whiteout)");
-        }
-        if e.opaque {
-            line.push_str("  (opaque)");
-        }
-        if let Some(h) = &e.sha256 {
-            line.push_str("  ");
-            line.push_str(h);
-        }
-        s.push_str(&line);
-        s.push('\n');
-    }
-    s
 }

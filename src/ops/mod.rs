@@ -13,8 +13,12 @@ pub mod recover;
 pub mod seal;
 pub mod verify;
 
+use crate::digest::Digest;
+use crate::error::{Error, Result};
 use crate::journal::Edit;
-use crate::ocisif::{BlobData, WritePlan};
+use crate::oci::{Config, Manifest};
+use crate::ocisif::{self, BlobData, NewBlob, NewImage, OciImage, WritePlan};
+use crate::sif::Container;
 
 pub use image::Format;
 pub(crate) use image::{Image, Overlay};
@@ -23,6 +27,45 @@ pub(crate) use image::{Image, Overlay};
 /// objects, lay the new blobs (copying staged ones into place), set the length, then rewrite
 /// the metadata sectors that differ from `on_disk_metadata` (the header and descriptor table
 /// as the file holds them now). Returns the bytes the edit will write.
+/// Where the new layer of an edited image landed.
+pub(crate) struct PlacedLayer {
+    /// The SIF object that holds it.
+    pub object: u32,
+    /// Its byte offset in the file.
+    pub offset: u64,
+    /// The new manifest's digest.
+    pub manifest_digest: Digest,
+}
+
+/// Replace the OCI image by `manifest` and `config`, whose one new blob is `layer` (staged
+/// by the edit), and record the writes in `edit`. `what` names the layer if it turns out to
+/// be in the image already.
+pub(crate) fn replace_with_new_layer(
+    container: &mut Container,
+    edit: &mut Edit<'_>,
+    image: &OciImage,
+    manifest: Manifest,
+    config: &Config,
+    layer: NewBlob,
+    what: &str,
+) -> Result<PlacedLayer> {
+    let digest = layer.digest;
+    let new = NewImage::build(image, manifest, config, vec![layer]);
+    let manifest_digest = new.manifest_digest();
+    let on_disk = container.metadata_bytes();
+    let plan = ocisif::replace_image(container, image, new)?;
+    let object = plan
+        .summary
+        .object_for(&digest)
+        .ok_or_else(|| Error::malformed(format!("{what} {digest} is already in the image")))?;
+    apply_plan(edit, &on_disk, plan);
+    Ok(PlacedLayer {
+        object,
+        offset: container.object(object)?.offset,
+        manifest_digest,
+    })
+}
+
 pub(crate) fn apply_plan(edit: &mut Edit<'_>, on_disk_metadata: &[u8], plan: WritePlan) -> u64 {
     for (offset, len) in plan.zero {
         edit.zero(offset, len);

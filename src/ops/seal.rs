@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{Format, Image, Overlay, apply_plan};
+use super::{Format, Image, Overlay, replace_with_new_layer};
 use crate::digest::hash_range;
 use crate::error::{Error, Result};
 use crate::fs::entry::{Entry, EntryKind, EntrySink, EntrySource};
@@ -16,7 +16,7 @@ use crate::fs::ext::ExtFs;
 use crate::fs::squashfs::{Compression, SquashfsWriter, WriterOptions};
 use crate::journal::Edit;
 use crate::oci::{Descriptor, MediaType};
-use crate::ocisif::{self, BlobData, NewBlob, NewImage, OciImage};
+use crate::ocisif::{BlobData, NewBlob, OciImage};
 use crate::sif::{Container, FsType, ObjectSpec, PartType};
 
 /// Options of `sifovl seal`.
@@ -247,15 +247,17 @@ fn seal_oci(
             sparse: false,
         },
     };
-    let new = NewImage::build(image, manifest, &config, vec![blob]);
-    let on_disk = container.metadata_bytes();
-    let plan = ocisif::replace_image(container, image, new)?;
-    let object = plan.summary.object_for(&digest).ok_or_else(|| {
-        Error::malformed(format!("sealed layer {digest} is already in the image"))
-    })?;
-    apply_plan(edit, &on_disk, plan);
-    report.object = object;
-    report.offset = container.object(object)?.offset;
+    let placed = replace_with_new_layer(
+        container,
+        edit,
+        image,
+        manifest,
+        &config,
+        blob,
+        "sealed layer",
+    )?;
+    report.object = placed.object;
+    report.offset = placed.offset;
     report.digest = Some(digest.to_string());
     report.dropped_cosign_entries = image.cosign.len();
     Ok(())

@@ -436,30 +436,3 @@ fn cosign_objects(file: &File, container: &Container, desc: &Descriptor) -> Resu
     }
     Ok(ids)
 }
-
-/// Human-readable form.
-pub fn render(report: &VerifyReport) -> String {
-    let mut s = String::new();
-    for c in &report.checks {
-        if c.ok {
-            s.push_str(&format!("ok    {}\n", c.name));
-        } else {
-            s.push_str(&format!("FAIL  {}: {}\n", c.name, c.detail));
-        }
-    }
-    let failed = report.checks.iter().filter(|c| !c.ok).count();
-    if failed == 0 {
-        s.push_str(&format!(
-            "{}: all {} checks passed\n",
-            report.image,
-            report.checks.len()
-        ));
-    } else {
-        s.push_str(&format!(
-            "{}: {failed} of {} checks failed\n",
-            report.image,
-            report.checks.len()
-        ));
-    }
-    s
-}
