@@ -9,14 +9,13 @@ use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use sha2::{Digest as _, Sha256};
-
 use super::compress::Compression;
 use super::raw::{
     self, DirEntry, DirHeader, DirIndex, DirInode, FileInode, FragmentEntry, Inode, InodeBody,
     METADATA_BLOCK, MetadataHeader, NO_FRAGMENT, NO_TABLE, NO_XATTR, SUPERBLOCK_LEN, Superblock,
     XattrEntry, XattrId, XattrTableHeader, encode_dev, flags, inode_type,
 };
+use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fs::entry::{Entry, EntryKind, EntrySink, Metadata, display_path};
 
@@ -372,8 +371,10 @@ pub struct SquashfsWriter<'f> {
     pipeline: Pipeline,
     fragment_buf: Vec<u8>,
     fragments: Vec<FragmentEntry>,
-    fragment_dups: HashMap<(u64, [u8; 32]), (u32, u32)>,
-    block_dups: HashMap<(u64, [u8; 32]), FileData>,
+    /// Small files already stored, by (size, digest): (fragment, offset in it).
+    fragment_dups: HashMap<(u64, Digest), (u32, u32)>,
+    /// Files of whole blocks already stored, by (size, digest).
+    block_dups: HashMap<(u64, Digest), FileData>,
 }
 
 fn io_err(what: &str, e: std::io::Error) -> Error {
@@ -514,13 +515,13 @@ impl<'f> SquashfsWriter<'f> {
         if size == 0 {
             return Ok(data);
         }
-        let mut hasher = Sha256::new();
+        // The digest of the content identifies duplicates.
+        let mut content = HashingReader::new(content);
         if size < bs {
             // Small file: packed into a fragment block (as mksquashfs does).
             let mut buf = vec![0u8; size as usize];
             content.read_exact(&mut buf).map_err(read_err)?;
-            hasher.update(&buf);
-            let key = (size, hasher.finalize().into());
+            let key = (size, content.digest());
             if let Some(&frag) = self.fragment_dups.get(&key) {
                 data.fragment = Some(frag);
                 return Ok(data);
@@ -547,7 +548,6 @@ impl<'f> SquashfsWriter<'f> {
             let n = (size - index as u64 * bs).min(bs) as usize;
             let mut buf = vec![0u8; n];
             content.read_exact(&mut buf).map_err(read_err)?;
-            hasher.update(&buf);
             if buf.iter().all(|&b| b == 0) {
                 *sparse_flag = true;
                 data.sparse += n as u64;
@@ -559,7 +559,7 @@ impl<'f> SquashfsWriter<'f> {
         if let Kind::File(f) = &self.nodes[node].kind {
             data.block_sizes = f.block_sizes.clone();
         }
-        let key = (size, hasher.finalize().into());
+        let key = (size, content.digest());
         if let Some(dup) = self.block_dups.get(&key) {
             // Same bytes already stored: drop what we just wrote and point at them.
             self.pos = start;
