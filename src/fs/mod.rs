@@ -4,6 +4,7 @@
 //! Nothing here knows about SIF or OCI: every reader takes a file and a byte offset, every
 //! writer a file and an offset, and they exchange [`entry::Entry`] streams.
 
+mod bytes;
 pub mod dir;
 pub mod entry;
 pub mod ext;

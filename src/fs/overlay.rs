@@ -11,69 +11,76 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::error::{Error, Result, ResultExt};
+use crate::fs::ext::superblock::{self, Superblock};
 
-/// What the runtime reads of an overlay before trusting it.
-pub const HEADER_LEN: usize = 2048;
-const MAGIC_OFFSET: usize = 1080;
-const COMPAT_HAS_JOURNAL: u32 = 0x4;
-const INCOMPAT_ALLOWED: u32 = 0x2 | 0x4 | 0x10; // filetype, recover, meta_bg
-const INCOMPAT_RECOVER: u32 = 0x4;
-const RO_COMPAT_ALLOWED: u32 = 0x1 | 0x2 | 0x4; // sparse_super, large_file, btree_dir
+/// What the runtime reads of an overlay before trusting it: the boot block and the
+/// superblock.
+pub const HEADER_LEN: usize = superblock::OFFSET + superblock::LEN;
+/// Incompatible features ext3 may have: filetype, recover, meta_bg.
+const INCOMPAT_ALLOWED: u32 =
+    superblock::INCOMPAT_FILETYPE | superblock::INCOMPAT_RECOVER | superblock::INCOMPAT_META_BG;
+/// Read-only-compatible features ext3 may have: sparse_super, large_file, btree_dir.
+const RO_COMPAT_ALLOWED: u32 = superblock::RO_COMPAT_SPARSE_SUPER
+    | superblock::RO_COMPAT_LARGE_FILE
+    | superblock::RO_COMPAT_BTREE_DIR;
 
 /// Facts from an overlay's superblock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ext3Header {
     /// The journal needs recovery: the job that wrote it was killed.
     pub needs_recovery: bool,
+    /// Filesystem block size in bytes.
     pub block_size: u32,
+    /// Filesystem size in blocks.
     pub blocks: u64,
 }
 
-/// Apply SingularityCE's `CheckExt3Header` rule to the first 2048 bytes of an overlay.
+/// Apply SingularityCE's `CheckExt3Header` rule to the first 2048 bytes of an overlay:
+/// an ext2/3/4 magic, a journal, and no feature beyond ext3's.
 pub fn check_ext3_header(header: &[u8]) -> Result<Ext3Header> {
-    if header.len() < HEADER_LEN {
-        return Err(Error::malformed(format!(
-            "ext3 overlay: {} bytes, shorter than the 2048-byte header",
-            header.len()
-        )));
-    }
-    let le32 = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().unwrap());
-    let sb = 1024;
-    if header[MAGIC_OFFSET..MAGIC_OFFSET + 2] != [0x53, 0xEF] {
+    let sb = header
+        .get(superblock::OFFSET..HEADER_LEN)
+        .and_then(Superblock::decode)
+        .ok_or_else(|| {
+            Error::malformed(format!(
+                "ext3 overlay: {} bytes, shorter than the 2048-byte header",
+                header.len()
+            ))
+        })?;
+    if !sb.has_magic() {
         return Err(Error::malformed(
             "ext3 overlay: no ext2/3/4 superblock magic at byte 1080",
         ));
     }
-    let compat = le32(sb + 0x5C);
-    let incompat = le32(sb + 0x60);
-    let ro_compat = le32(sb + 0x64);
-    if compat & COMPAT_HAS_JOURNAL == 0 {
+    if sb.feature_compat & superblock::COMPAT_HAS_JOURNAL == 0 {
         return Err(Error::unsupported(
             "ext3 overlay: the filesystem has no journal (ext2); SingularityCE needs ext3",
         ));
     }
+    let incompat = sb.feature_incompat;
     if incompat & !INCOMPAT_ALLOWED != 0 {
         return Err(Error::unsupported(format!(
             "ext3 overlay: incompatible features {:#x} beyond ext3's (an ext4 image?); SingularityCE refuses it",
             incompat & !INCOMPAT_ALLOWED
         )));
     }
+    let ro_compat = sb.feature_ro_compat;
     if ro_compat & !RO_COMPAT_ALLOWED != 0 {
         return Err(Error::unsupported(format!(
             "ext3 overlay: read-only-compatible features {:#x} beyond ext3's; SingularityCE refuses it",
             ro_compat & !RO_COMPAT_ALLOWED
         )));
     }
-    let log_block = le32(sb + 0x18);
-    if log_block > 6 {
-        return Err(Error::malformed(format!(
-            "ext3 overlay: block size 2^(10+{log_block}) is absurd"
-        )));
-    }
+    let block_size = sb.block_size().ok_or_else(|| {
+        Error::malformed(format!(
+            "ext3 overlay: block size 2^(10+{}) is absurd",
+            sb.log_block_size
+        ))
+    })?;
     Ok(Ext3Header {
-        needs_recovery: incompat & INCOMPAT_RECOVER != 0,
-        block_size: 1024 << log_block,
-        blocks: le32(sb + 0x04) as u64,
+        needs_recovery: sb.needs_recovery(),
+        block_size,
+        blocks: sb.blocks(),
     })
 }
 
@@ -93,11 +100,13 @@ pub fn read_ext3_header(file: &File, offset: u64, size: u64) -> Result<Ext3Heade
 /// Options for a new overlay image.
 #[derive(Debug, Clone)]
 pub struct CreateOverlay {
+    /// Size of the image in MiB, at least [`MIN_OVERLAY_MIB`].
     pub size_mib: u64,
     /// Directories to create inside `upper/` (as `--create-dir` does), relative or absolute.
     pub create_dirs: Vec<String>,
     /// Owner of `upper/` and `work/` (the user who will write into the overlay).
     pub uid: u32,
+    /// Group of `upper/` and `work/`.
     pub gid: u32,
 }
 

@@ -1,4 +1,6 @@
-//! Block compressors as squashfs uses them.
+//! Block compressors as squashfs uses them: which ones, their superblock ids and option
+//! blocks, compressing data and metadata blocks for the writer and decompressing them for
+//! the reader.
 
 use std::io::Write;
 
@@ -9,12 +11,17 @@ use crate::error::{Error, Result};
 pub enum Compression {
     /// zlib stream (squashfs "gzip"); mksquashfs uses level 9, window 15.
     Gzip {
+        /// 1 (fast) to 9 (small, the default).
         level: u32,
     },
+    /// Zstandard; mksquashfs's default level is 15.
     Zstd {
+        /// 1 to 22.
         level: i32,
     },
+    /// xz (LZMA2, preset 6, CRC32 check), as mksquashfs writes it.
     Xz,
+    /// LZ4 block format, legacy version 1 (what the kernel reads).
     Lz4,
 }
 
@@ -26,7 +33,7 @@ impl Default for Compression {
 
 impl Compression {
     /// The superblock compression id.
-    pub fn id(self) -> u16 {
+    pub(crate) fn id(self) -> u16 {
         match self {
             Compression::Gzip { .. } => 1,
             Compression::Xz => 4,
@@ -35,8 +42,20 @@ impl Compression {
         }
     }
 
+    /// The compressor a superblock's id names, with the level a reader needs no more than
+    /// to decompress (mksquashfs's default).
+    pub(crate) fn from_id(id: u16) -> Option<Compression> {
+        Some(match id {
+            1 => Compression::Gzip { level: 9 },
+            4 => Compression::Xz,
+            5 => Compression::Lz4,
+            6 => Compression::Zstd { level: 15 },
+            _ => return None,
+        })
+    }
+
     /// Compressor options stored after the superblock, when the format needs them.
-    pub fn options(self) -> Option<Vec<u8>> {
+    pub(crate) fn options(self) -> Option<Vec<u8>> {
         match self {
             // The kernel's lz4 support requires the options: version 1 (legacy), no flags.
             Compression::Lz4 => Some([1i32.to_le_bytes(), 0i32.to_le_bytes()].concat()),
@@ -97,7 +116,7 @@ impl Compression {
     /// none of which shrinks under fast deflate. Slow compressors (gzip level 9, xz) spend
     /// most of their time on such data for nothing; the block is then stored as is, which
     /// is what the compressor's output would have been replaced by anyway.
-    pub fn clearly_incompressible(self, data: &[u8]) -> bool {
+    pub(crate) fn clearly_incompressible(self, data: &[u8]) -> bool {
         const SAMPLE: usize = 1024;
         const SAMPLES: usize = 8;
         if matches!(self, Compression::Zstd { .. } | Compression::Lz4)
@@ -112,44 +131,50 @@ impl Compression {
                 Vec::with_capacity(SAMPLE),
                 flate2::Compression::fast(),
             );
-            e.write_all(sample).expect("writing to memory");
-            e.finish().expect("writing to memory").len() >= SAMPLE
+            // Writing to memory cannot fail; if it did, compress the block to find out.
+            e.write_all(sample).is_ok() && e.finish().is_ok_and(|out| out.len() >= SAMPLE)
         })
     }
 
     /// Compress one block. The caller stores the block uncompressed when the result is
-    /// not smaller.
-    pub fn compress(self, data: &[u8]) -> Vec<u8> {
-        match self {
+    /// not smaller. Fails only for a level the compressor does not have.
+    pub(crate) fn compress(self, data: &[u8]) -> Result<Vec<u8>> {
+        let fail =
+            |e: String| Error::refused(format!("squashfs: compressing a block with {self:?}: {e}"));
+        Ok(match self {
             Compression::Gzip { level } => {
                 // libdeflate: a valid zlib stream, smaller and faster than zlib's at level 9.
-                let mut c = libdeflater::Compressor::new(
-                    libdeflater::CompressionLvl::new(level as i32).expect("level checked at parse"),
-                );
+                let level = i32::try_from(level)
+                    .ok()
+                    .and_then(|l| libdeflater::CompressionLvl::new(l).ok())
+                    .ok_or_else(|| fail("no such level".into()))?;
+                let mut c = libdeflater::Compressor::new(level);
                 let mut out = vec![0u8; c.zlib_compress_bound(data.len())];
-                let n = c.zlib_compress(data, &mut out).expect("bound is enough");
+                let n = c
+                    .zlib_compress(data, &mut out)
+                    .map_err(|e| fail(e.to_string()))?;
                 out.truncate(n);
                 out
             }
             Compression::Zstd { level } => {
-                zstd::bulk::compress(data, level).expect("zstd in memory")
+                zstd::bulk::compress(data, level).map_err(|e| fail(e.to_string()))?
             }
             Compression::Xz => {
                 let mut out = Vec::with_capacity(data.len() / 2);
                 let stream =
                     liblzma::stream::Stream::new_easy_encoder(6, liblzma::stream::Check::Crc32)
-                        .expect("xz encoder");
+                        .map_err(|e| fail(e.to_string()))?;
                 let mut e = liblzma::write::XzEncoder::new_stream(&mut out, stream);
-                e.write_all(data).expect("writing to memory");
-                e.finish().expect("writing to memory");
+                e.write_all(data).map_err(|e| fail(e.to_string()))?;
+                e.finish().map_err(|e| fail(e.to_string()))?;
                 out
             }
             Compression::Lz4 => lz4_flex::block::compress(data),
-        }
+        })
     }
 
     /// Decompress one block of at most `limit` bytes.
-    pub fn decompress(self, data: &[u8], limit: usize) -> Result<Vec<u8>> {
+    pub(crate) fn decompress(self, data: &[u8], limit: usize) -> Result<Vec<u8>> {
         use std::io::Read;
         let fail = |e: String| Error::malformed(format!("squashfs: decompressing a block: {e}"));
         let mut out = Vec::new();
@@ -202,7 +227,7 @@ mod tests {
             .collect();
         assert!(gzip.clearly_incompressible(&random));
         assert!(
-            gzip.compress(&random).len() >= random.len(),
+            gzip.compress(&random).unwrap().len() >= random.len(),
             "deflate agrees"
         );
         let mut mixed = random.clone();
@@ -224,7 +249,7 @@ mod tests {
             Compression::Xz,
             Compression::Lz4,
         ] {
-            let packed = c.compress(&data);
+            let packed = c.compress(&data).unwrap();
             assert!(packed.len() < data.len(), "{c:?}");
             assert_eq!(c.decompress(&packed, data.len()).unwrap(), data, "{c:?}");
             assert!(
@@ -238,5 +263,21 @@ mod tests {
         );
         assert!(Compression::parse("gzip:0").is_err());
         assert!(Compression::parse("brotli").is_err());
+        assert!(
+            Compression::Gzip { level: 99 }.compress(&data).is_err(),
+            "a level libdeflate lacks is an error, not a panic"
+        );
+        for c in [
+            Compression::Gzip { level: 9 },
+            Compression::Xz,
+            Compression::Lz4,
+        ] {
+            assert_eq!(Compression::from_id(c.id()), Some(c));
+        }
+        assert_eq!(
+            Compression::from_id(6),
+            Some(Compression::Zstd { level: 15 })
+        );
+        assert_eq!(Compression::from_id(2), None, "lzma is not supported");
     }
 }

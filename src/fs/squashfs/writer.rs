@@ -1,25 +1,28 @@
-//! The squashfs writer. See the module documentation for the layout choices.
+//! The squashfs writer. See the module documentation for the layout choices; the on-disk
+//! structures it fills in are in [`super::raw`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use sha2::{Digest as _, Sha256};
-
 use super::compress::Compression;
-use super::{
-    METADATA_BLOCK, NO_FRAGMENT, NO_TABLE, NO_XATTR, SUPERBLOCK_LEN, UNCOMPRESSED_BLOCK,
-    UNCOMPRESSED_METADATA, encode_dev, flags, inode_type,
+use super::raw::{
+    self, DirEntry, DirHeader, DirIndex, DirInode, FileInode, FragmentEntry, Inode, InodeBody,
+    METADATA_BLOCK, MetadataHeader, NO_FRAGMENT, NO_TABLE, NO_XATTR, SUPERBLOCK_LEN, Superblock,
+    XattrEntry, XattrId, XattrTableHeader, encode_dev, flags, inode_type,
 };
-use crate::error::{Error, Result};
-use crate::fs::entry::{Entry, EntryKind, EntrySink, Metadata, Xattr, display_path};
+use crate::digest::{Digest, HashingReader};
+use crate::error::{Error, ErrorKind, Result};
+use crate::fs::entry::{Entry, EntryKind, EntrySink, Metadata, display_path};
 
 /// Writer settings.
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
+    /// Compressor of data and metadata blocks.
     pub compression: Compression,
     /// Data block size: a power of two from 4 KiB to 1 MiB.
     pub block_size: u32,
@@ -79,40 +82,91 @@ enum Dest {
     Fragment { index: usize },
 }
 
+/// A compressed block (or the raw one, if compressing did not shrink it) and whether it is
+/// compressed; or why the worker could not produce it.
+type Compressed = Result<(Vec<u8>, bool)>;
+
+/// Data blocks compressed on worker threads, handed back in submission order.
 struct Pipeline {
     jobs: Option<SyncSender<(u64, Vec<u8>)>>,
-    results: Receiver<(u64, Vec<u8>, bool)>,
+    results: Receiver<(u64, Compressed)>,
     workers: Vec<JoinHandle<()>>,
     next_seq: u64,
     next_write: u64,
     ready: BTreeMap<u64, (Vec<u8>, bool)>,
     dests: BTreeMap<u64, Dest>,
+    /// The first failure of a worker: every later call fails the same way (the failed
+    /// block will never arrive, so waiting for it would hang).
+    failed: Option<(ErrorKind, String)>,
+    /// Test hook: the worker that takes block `fail_at` panics.
+    #[cfg(test)]
+    fail_at: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Compress one data block as the worker threads do.
+fn compress_block(compression: Compression, raw: Vec<u8>) -> Compressed {
+    if compression.clearly_incompressible(&raw) {
+        return Ok((raw, false));
+    }
+    let packed = compression.compress(&raw)?;
+    Ok(if packed.len() < raw.len() {
+        (packed, true)
+    } else {
+        (raw, false)
+    })
+}
+
+/// A panic's message as one line.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    text.replace('\n', " ")
 }
 
 impl Pipeline {
     fn new(compression: Compression, threads: usize) -> Pipeline {
         let (job_tx, job_rx) = sync_channel::<(u64, Vec<u8>)>(threads * 2);
         let (res_tx, res_rx) = channel();
-        let job_rx = std::sync::Arc::new(std::sync::Mutex::new(job_rx));
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        #[cfg(test)]
+        let fail_at = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
         let workers = (0..threads)
             .map(|_| {
                 let rx = job_rx.clone();
                 let tx = res_tx.clone();
+                #[cfg(test)]
+                let fail_at = fail_at.clone();
                 std::thread::spawn(move || {
                     loop {
-                        let job = rx.lock().unwrap().recv();
-                        let Ok((seq, raw)) = job else { return };
-                        let result = if compression.clearly_incompressible(&raw) {
-                            (seq, raw, false)
-                        } else {
-                            let packed = compression.compress(&raw);
-                            if packed.len() < raw.len() {
-                                (seq, packed, true)
-                            } else {
-                                (seq, raw, false)
-                            }
+                        // The lock is never held across a panic (only around `recv`), so
+                        // it cannot be poisoned; if it were, stop like a closed channel.
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
                         };
-                        if tx.send(result).is_err() {
+                        let Ok((seq, raw)) = job else { return };
+                        // A panicking compressor must not leave the writer waiting for a
+                        // block that never comes: it becomes this block's error.
+                        let result = std::panic::catch_unwind(|| {
+                            #[cfg(test)]
+                            if seq == fail_at.load(std::sync::atomic::Ordering::Relaxed) {
+                                panic!("injected compressor failure at block {seq}");
+                            }
+                            compress_block(compression, raw)
+                        })
+                        .unwrap_or_else(|payload| {
+                            Err(Error::io(
+                                "squashfs: compression worker",
+                                std::io::Error::other(format!(
+                                    "panicked: {}",
+                                    panic_message(payload.as_ref())
+                                )),
+                            ))
+                        });
+                        if tx.send((seq, result)).is_err() {
                             return;
                         }
                     }
@@ -127,8 +181,40 @@ impl Pipeline {
             next_write: 0,
             ready: BTreeMap::new(),
             dests: BTreeMap::new(),
+            failed: None,
+            #[cfg(test)]
+            fail_at,
         }
     }
+
+    /// Fails if a worker failed before.
+    fn check(&self) -> Result<()> {
+        match &self.failed {
+            Some((kind, message)) => Err(Error::new(*kind, message.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Record a finished block (or the worker's failure, which is returned).
+    fn receive(&mut self, seq: u64, result: Compressed) -> Result<()> {
+        match result {
+            Ok(block) => {
+                self.ready.insert(seq, block);
+                Ok(())
+            }
+            Err(e) => {
+                self.failed = Some((e.kind(), e.to_string()));
+                Err(e)
+            }
+        }
+    }
+}
+
+fn stopped() -> Error {
+    Error::io(
+        "squashfs: compression worker",
+        std::io::Error::other("stopped"),
+    )
 }
 
 impl Drop for Pipeline {
@@ -159,20 +245,21 @@ impl MetaWriter {
         }
     }
 
-    /// Reference of the next byte: compressed block start << 16 | offset in the block.
+    /// Position of the next byte: (compressed block start, offset in the block).
     fn position(&self) -> (u64, u16) {
         (self.out.len() as u64, self.buf.len() as u16)
     }
 
-    fn write(&mut self, mut data: &[u8]) {
+    fn write(&mut self, mut data: &[u8]) -> Result<()> {
         while !data.is_empty() {
             let n = (METADATA_BLOCK - self.buf.len()).min(data.len());
             self.buf.extend_from_slice(&data[..n]);
             data = &data[n..];
             if self.buf.len() == METADATA_BLOCK {
-                self.flush_block();
+                self.flush_block()?;
             }
         }
+        Ok(())
     }
 
     /// Uncompressed bytes written so far.
@@ -188,27 +275,87 @@ impl MetaWriter {
             .unwrap_or(self.out.len() as u64)
     }
 
-    fn flush_block(&mut self) {
+    fn flush_block(&mut self) -> Result<()> {
         self.starts.push(self.out.len() as u64);
-        let packed = self.compression.compress(&self.buf);
-        if packed.len() < self.buf.len() {
-            self.out
-                .extend_from_slice(&(packed.len() as u16).to_le_bytes());
-            self.out.extend_from_slice(&packed);
+        let packed = self.compression.compress(&self.buf)?;
+        let (data, compressed) = if packed.len() < self.buf.len() {
+            (&packed, true)
         } else {
-            self.out
-                .extend_from_slice(&(self.buf.len() as u16 | UNCOMPRESSED_METADATA).to_le_bytes());
-            self.out.extend_from_slice(&self.buf);
-        }
+            (&self.buf, false)
+        };
+        let header = MetadataHeader {
+            len: data.len() as u16,
+            compressed,
+        };
+        self.out.extend_from_slice(&header.encode());
+        self.out.extend_from_slice(data);
         self.buf.clear();
+        Ok(())
     }
 
-    fn finish(mut self) -> Vec<u8> {
+    fn finish(mut self) -> Result<Vec<u8>> {
         if !self.buf.is_empty() {
-            self.flush_block();
+            self.flush_block()?;
         }
-        self.out
+        Ok(self.out)
     }
+}
+
+/// Every distinct uid and gid, in order of first use; inodes store indexes.
+#[derive(Default)]
+struct IdTable {
+    ids: Vec<u32>,
+}
+
+impl IdTable {
+    fn index(&mut self, id: u32) -> u16 {
+        match self.ids.iter().position(|&x| x == id) {
+            Some(i) => i as u16,
+            None => {
+                self.ids.push(id);
+                (self.ids.len() - 1) as u16
+            }
+        }
+    }
+}
+
+/// A node's xattrs that squashfs can store: (namespace code, rest of the name, value).
+type XattrSet = Vec<(u16, Vec<u8>, Vec<u8>)>;
+
+/// Distinct xattr sets, in order of first use; inodes store indexes.
+#[derive(Default)]
+struct XattrSets {
+    sets: Vec<XattrSet>,
+    lookup: HashMap<XattrSet, u32>,
+}
+
+impl XattrSets {
+    /// The index of a node's set, [`NO_XATTR`] if none of its xattrs can be stored.
+    fn index(&mut self, meta: &Metadata) -> u32 {
+        let set: XattrSet = meta
+            .xattrs
+            .iter()
+            .filter_map(|x| {
+                raw::split_xattr_name(&x.name)
+                    .map(|(kind, rest)| (kind, rest.to_vec(), x.value.clone()))
+            })
+            .collect();
+        if set.is_empty() {
+            return NO_XATTR;
+        }
+        *self.lookup.entry(set.clone()).or_insert_with(|| {
+            self.sets.push(set);
+            (self.sets.len() - 1) as u32
+        })
+    }
+}
+
+/// The encoded inode and directory tables, and what the later tables need.
+struct MetadataTables {
+    inodes: Vec<u8>,
+    directories: Vec<u8>,
+    ids: IdTable,
+    xattrs: XattrSets,
 }
 
 /// Writes a squashfs image into `file` at `offset`.
@@ -223,10 +370,11 @@ pub struct SquashfsWriter<'f> {
     paths: HashMap<Vec<u8>, usize>,
     pipeline: Pipeline,
     fragment_buf: Vec<u8>,
-    fragments: Vec<(u64, u32)>,
-    fragment_dups: HashMap<(u64, [u8; 32]), (u32, u32)>,
-    block_dups: HashMap<(u64, [u8; 32]), FileData>,
-    error: Option<Error>,
+    fragments: Vec<FragmentEntry>,
+    /// Small files already stored, by (size, digest): (fragment, offset in it).
+    fragment_dups: HashMap<(u64, Digest), (u32, u32)>,
+    /// Files of whole blocks already stored, by (size, digest).
+    block_dups: HashMap<(u64, Digest), FileData>,
 }
 
 fn io_err(what: &str, e: std::io::Error) -> Error {
@@ -234,6 +382,8 @@ fn io_err(what: &str, e: std::io::Error) -> Error {
 }
 
 impl<'f> SquashfsWriter<'f> {
+    /// Start an image at `offset` in `file`. Data is written as entries arrive; the tables
+    /// and the superblock at [`finish`](Self::finish).
     pub fn new(file: &'f File, offset: u64, options: WriterOptions) -> Result<SquashfsWriter<'f>> {
         let bs = options.block_size;
         if !bs.is_power_of_two() || !(4096..=1 << 20).contains(&bs) {
@@ -276,7 +426,6 @@ impl<'f> SquashfsWriter<'f> {
             fragments: Vec::new(),
             fragment_dups: HashMap::new(),
             block_dups: HashMap::new(),
-            error: None,
         })
     }
 
@@ -289,28 +438,25 @@ impl<'f> SquashfsWriter<'f> {
     }
 
     fn submit(&mut self, raw: Vec<u8>, dest: Dest) -> Result<()> {
+        self.pipeline.check()?;
         let seq = self.pipeline.next_seq;
         self.pipeline.next_seq += 1;
         self.pipeline.dests.insert(seq, dest);
         self.pipeline
             .jobs
             .as_ref()
-            .expect("pipeline open")
+            .ok_or_else(stopped)?
             .send((seq, raw))
-            .map_err(|_| {
-                Error::io(
-                    "squashfs: compression worker",
-                    std::io::Error::other("stopped"),
-                )
-            })?;
+            .map_err(|_| stopped())?;
         self.drain(false)
     }
 
     /// Write finished blocks in order; with `all`, wait until every submitted block is written.
     fn drain(&mut self, all: bool) -> Result<()> {
+        self.pipeline.check()?;
         loop {
-            while let Ok((seq, data, compressed)) = self.pipeline.results.try_recv() {
-                self.pipeline.ready.insert(seq, (data, compressed));
+            while let Ok((seq, result)) = self.pipeline.results.try_recv() {
+                self.pipeline.receive(seq, result)?;
             }
             while let Some((data, compressed)) =
                 self.pipeline.ready.remove(&self.pipeline.next_write)
@@ -320,31 +466,25 @@ impl<'f> SquashfsWriter<'f> {
                 let at = self.pos;
                 self.write_at(&data, at)?;
                 self.pos += data.len() as u64;
-                let size = data.len() as u32 | if compressed { 0 } else { UNCOMPRESSED_BLOCK };
-                match self
-                    .pipeline
-                    .dests
-                    .remove(&seq)
-                    .expect("every block has a destination")
-                {
-                    Dest::FileBlock { node, index } => {
+                let size = raw::block_size_word(data.len() as u32, compressed);
+                match self.pipeline.dests.remove(&seq) {
+                    Some(Dest::FileBlock { node, index }) => {
                         if let Kind::File(f) = &mut self.nodes[node].kind {
                             f.block_sizes[index] = size;
                         }
                     }
-                    Dest::Fragment { index } => self.fragments[index] = (at, size),
+                    Some(Dest::Fragment { index }) => {
+                        self.fragments[index] = FragmentEntry { start: at, size }
+                    }
+                    // Cannot happen: `submit` records a destination for every block.
+                    None => {}
                 }
             }
             if !all || self.pipeline.next_write == self.pipeline.next_seq {
                 return Ok(());
             }
-            let (seq, data, compressed) = self.pipeline.results.recv().map_err(|_| {
-                Error::io(
-                    "squashfs: compression worker",
-                    std::io::Error::other("stopped"),
-                )
-            })?;
-            self.pipeline.ready.insert(seq, (data, compressed));
+            let (seq, result) = self.pipeline.results.recv().map_err(|_| stopped())?;
+            self.pipeline.receive(seq, result)?;
         }
     }
 
@@ -353,7 +493,7 @@ impl<'f> SquashfsWriter<'f> {
             return Ok(());
         }
         let index = self.fragments.len();
-        self.fragments.push((0, 0));
+        self.fragments.push(FragmentEntry { start: 0, size: 0 });
         let raw = std::mem::take(&mut self.fragment_buf);
         self.submit(raw, Dest::Fragment { index })
     }
@@ -375,13 +515,13 @@ impl<'f> SquashfsWriter<'f> {
         if size == 0 {
             return Ok(data);
         }
-        let mut hasher = Sha256::new();
+        // The digest of the content identifies duplicates.
+        let mut content = HashingReader::new(content);
         if size < bs {
             // Small file: packed into a fragment block (as mksquashfs does).
             let mut buf = vec![0u8; size as usize];
             content.read_exact(&mut buf).map_err(read_err)?;
-            hasher.update(&buf);
-            let key = (size, hasher.finalize().into());
+            let key = (size, content.digest());
             if let Some(&frag) = self.fragment_dups.get(&key) {
                 data.fragment = Some(frag);
                 return Ok(data);
@@ -408,7 +548,6 @@ impl<'f> SquashfsWriter<'f> {
             let n = (size - index as u64 * bs).min(bs) as usize;
             let mut buf = vec![0u8; n];
             content.read_exact(&mut buf).map_err(read_err)?;
-            hasher.update(&buf);
             if buf.iter().all(|&b| b == 0) {
                 *sparse_flag = true;
                 data.sparse += n as u64;
@@ -417,11 +556,10 @@ impl<'f> SquashfsWriter<'f> {
             self.submit(buf, Dest::FileBlock { node, index })?;
         }
         self.drain(true)?;
-        let Kind::File(f) = &self.nodes[node].kind else {
-            unreachable!()
-        };
-        data.block_sizes = f.block_sizes.clone();
-        let key = (size, hasher.finalize().into());
+        if let Kind::File(f) = &self.nodes[node].kind {
+            data.block_sizes = f.block_sizes.clone();
+        }
+        let key = (size, content.digest());
         if let Some(dup) = self.block_dups.get(&key) {
             // Same bytes already stored: drop what we just wrote and point at them.
             self.pos = start;
@@ -477,23 +615,68 @@ impl<'f> SquashfsWriter<'f> {
 
     /// Finish the image: tables, superblock, padding. Returns the padded length written.
     pub fn finish(mut self) -> Result<u64> {
-        if let Some(e) = self.error.take() {
-            return Err(e);
-        }
         self.flush_fragment()?;
         self.drain(true)?;
-        let compression = self.options.compression;
-        // Sort directories, number inodes in post-order (children first, root last).
         let order = self.post_order();
+        let inode_count = self.number_inodes(&order);
+        self.count_links();
+        let tables = self.encode_inodes(&order, inode_count)?;
+        // Tables, in mksquashfs order: inodes, directories, fragments, ids, xattrs.
+        let inode_table = self.append(&tables.inodes)?;
+        let directory_table = self.append(&tables.directories)?;
+        let fragment_table = self.write_fragment_table()?;
+        let id_table = self.write_lookup_table(&raw::encode_entries(&tables.ids.ids))?;
+        let xattr_table = self.write_xattr_table(&tables.xattrs.sets)?;
+        let bytes_used = self.pos;
+        let mut sb_flags = flags::DUPLICATES;
+        if tables.xattrs.sets.is_empty() {
+            sb_flags |= flags::NO_XATTRS;
+        }
+        if self.options.compression.options().is_some() {
+            sb_flags |= flags::COMPRESSOR_OPTIONS;
+        }
+        let sb = Superblock {
+            inode_count,
+            mkfs_time: self.options.mkfs_time.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as u32)
+            }),
+            block_size: self.options.block_size,
+            fragment_count: self.fragments.len() as u32,
+            compression_id: self.options.compression.id(),
+            block_log: self.options.block_size.trailing_zeros() as u16,
+            flags: sb_flags,
+            id_count: tables.ids.ids.len() as u16,
+            version: (4, 0),
+            root_inode: self.nodes[0].inode_ref,
+            bytes_used,
+            id_table,
+            xattr_table,
+            inode_table,
+            directory_table,
+            fragment_table,
+            export_table: NO_TABLE,
+        };
+        self.write_superblock(&sb)?;
+        self.pad(bytes_used)
+    }
+
+    /// Number inodes in post-order (children first, root last), as mksquashfs does;
+    /// returns the inode count.
+    fn number_inodes(&mut self, order: &[usize]) -> u32 {
         let mut number = 0u32;
-        for &n in &order {
+        for &n in order {
             if !matches!(self.nodes[n].kind, Kind::Link(_)) {
                 number += 1;
                 self.nodes[n].inode_number = number;
             }
         }
-        let inode_count = number;
-        // Link counts: directories 2 + subdirectories; others count their names.
+        number
+    }
+
+    /// Link counts: directories 2 + subdirectories; others count their names.
+    fn count_links(&mut self) {
         for n in 0..self.nodes.len() {
             if let Kind::Link(target) = self.nodes[n].kind {
                 self.nodes[target].nlink += 1;
@@ -506,18 +689,14 @@ impl<'f> SquashfsWriter<'f> {
                 self.nodes[n].nlink = 2 + subdirs as u32;
             }
         }
-        let mut ids: Vec<u32> = Vec::new();
-        let mut id_index = |id: u32| -> u16 {
-            match ids.iter().position(|&x| x == id) {
-                Some(i) => i as u16,
-                None => {
-                    ids.push(id);
-                    (ids.len() - 1) as u16
-                }
-            }
-        };
-        let mut xattr_sets: Vec<Vec<Xattr>> = Vec::new();
-        let mut xattr_lookup: HashMap<Vec<Xattr>, u32> = HashMap::new();
+    }
+
+    /// Encode every inode in `order` into the inode table, each directory's listing into
+    /// the directory table first; records each node's inode reference.
+    fn encode_inodes(&mut self, order: &[usize], inode_count: u32) -> Result<MetadataTables> {
+        let compression = self.options.compression;
+        let mut ids = IdTable::default();
+        let mut xattrs = XattrSets::default();
         let mut inodes = MetaWriter::new(compression);
         let mut dirs = MetaWriter::new(compression);
         let mut parent_of = vec![0usize; self.nodes.len()];
@@ -528,239 +707,222 @@ impl<'f> SquashfsWriter<'f> {
                 }
             }
         }
-        for &n in &order {
+        let mut bytes = Vec::new();
+        for &n in order {
             if matches!(self.nodes[n].kind, Kind::Link(_)) {
                 continue;
             }
             let node = &self.nodes[n];
-            let xattrs: Vec<Xattr> = node
-                .meta
-                .xattrs
-                .iter()
-                .filter(|x| xattr_prefix(&x.name).is_some())
-                .cloned()
-                .collect();
-            let xattr = if xattrs.is_empty() {
-                NO_XATTR
+            let xattr = xattrs.index(&node.meta);
+            let uid_index = ids.index(node.meta.uid);
+            let gid_index = ids.index(node.meta.gid);
+            let parent = if n == 0 {
+                inode_count + 1
             } else {
-                *xattr_lookup.entry(xattrs.clone()).or_insert_with(|| {
-                    xattr_sets.push(xattrs);
-                    (xattr_sets.len() - 1) as u32
-                })
+                self.nodes[parent_of[n]].inode_number
             };
-            let uid = id_index(node.meta.uid);
-            let gid = id_index(node.meta.gid);
-            // Squashfs times are unsigned 32-bit; wrap as mksquashfs does.
-            let mtime = node.meta.mtime as u32;
             let (block, offset) = inodes.position();
-            let mut body = Vec::new();
-            let extended = xattr != NO_XATTR;
-            let itype;
-            match &node.kind {
-                Kind::Dir(children) => {
-                    // The listing goes to the directory table first.
-                    let (dblock, doffset) = dirs.position();
-                    let (listing, headers) = self.dir_listing(children);
-                    let listing_start = dirs.uncompressed_len();
-                    dirs.write(&listing);
-                    let file_size = listing.len() as u64 + 3;
-                    // Directory index: where each index point's header lies in the table.
-                    let mut index = Vec::new();
-                    for (offset, name) in headers {
+            let (extended, body) = self.inode_body(n, xattr, parent, &mut dirs)?;
+            let node = &self.nodes[n];
+            let inode = Inode {
+                extended,
+                permissions: (node.meta.permissions & 0o7777) as u16,
+                uid_index,
+                gid_index,
+                // Squashfs times are unsigned 32-bit; wrap as mksquashfs does.
+                mtime: node.meta.mtime as u32,
+                number: node.inode_number,
+                nlink: node.nlink,
+                xattr,
+                body,
+            };
+            bytes.clear();
+            inode.encode(&mut bytes);
+            inodes.write(&bytes)?;
+            self.nodes[n].inode_ref = raw::metadata_ref(block, offset);
+        }
+        Ok(MetadataTables {
+            inodes: inodes.finish()?,
+            directories: dirs.finish()?,
+            ids,
+            xattrs,
+        })
+    }
+
+    /// The inode form (extended or not) and body of node `n`, choosing the basic form
+    /// wherever mksquashfs does. A directory's listing is written to `dirs` here.
+    fn inode_body(
+        &self,
+        n: usize,
+        xattr: u32,
+        parent: u32,
+        dirs: &mut MetaWriter,
+    ) -> Result<(bool, InodeBody)> {
+        let node = &self.nodes[n];
+        let has_xattrs = xattr != NO_XATTR;
+        Ok(match &node.kind {
+            Kind::Dir(children) => {
+                let (start_block, offset) = dirs.position();
+                let (listing, index_points) = self.dir_listing(children);
+                let listing_start = dirs.uncompressed_len();
+                dirs.write(&listing)?;
+                let file_size = listing.len() as u64 + 3;
+                // Directory index: where each index point's header lies in the table.
+                let index: Vec<DirIndex> = index_points
+                    .into_iter()
+                    .map(|(offset, name)| {
                         let block = (listing_start + offset as u64) / METADATA_BLOCK as u64;
-                        index.extend_from_slice(&offset.to_le_bytes());
-                        index.extend_from_slice(
-                            &(dirs.block_start(block as usize) as u32).to_le_bytes(),
-                        );
-                        index.extend_from_slice(&((name.len() - 1) as u32).to_le_bytes());
-                        index.extend_from_slice(name);
-                    }
-                    let index_count = index_entries(&index);
-                    let parent = if n == 0 {
-                        inode_count + 1
-                    } else {
-                        self.nodes[parent_of[n]].inode_number
-                    };
-                    if extended || file_size > u16::MAX as u64 || index_count > 0 {
-                        itype = inode_type::DIR + inode_type::EXTENDED;
-                        body.extend_from_slice(&node.nlink.to_le_bytes());
-                        body.extend_from_slice(&(file_size as u32).to_le_bytes());
-                        body.extend_from_slice(&(dblock as u32).to_le_bytes());
-                        body.extend_from_slice(&parent.to_le_bytes());
-                        body.extend_from_slice(&(index_count as u16).to_le_bytes());
-                        body.extend_from_slice(&doffset.to_le_bytes());
-                        body.extend_from_slice(&xattr.to_le_bytes());
-                        body.extend_from_slice(&index);
-                    } else {
-                        itype = inode_type::DIR;
-                        body.extend_from_slice(&(dblock as u32).to_le_bytes());
-                        body.extend_from_slice(&node.nlink.to_le_bytes());
-                        body.extend_from_slice(&(file_size as u16).to_le_bytes());
-                        body.extend_from_slice(&doffset.to_le_bytes());
-                        body.extend_from_slice(&parent.to_le_bytes());
-                    }
-                }
-                Kind::File(f) => {
-                    let (frag, frag_off) = f.fragment.unwrap_or((NO_FRAGMENT, 0));
-                    // As mksquashfs: a partly sparse file takes the extended form (which
-                    // records the sparse bytes); a wholly zero file does not.
-                    let basic = !extended
-                        && node.nlink == 1
-                        && (f.sparse == 0 || f.sparse >= f.size)
-                        && f.size <= u32::MAX as u64
-                        && f.blocks_start <= u32::MAX as u64;
-                    if basic {
-                        itype = inode_type::FILE;
-                        body.extend_from_slice(&(f.blocks_start as u32).to_le_bytes());
-                        body.extend_from_slice(&frag.to_le_bytes());
-                        body.extend_from_slice(&frag_off.to_le_bytes());
-                        body.extend_from_slice(&(f.size as u32).to_le_bytes());
-                    } else {
-                        itype = inode_type::FILE + inode_type::EXTENDED;
-                        body.extend_from_slice(&f.blocks_start.to_le_bytes());
-                        body.extend_from_slice(&f.size.to_le_bytes());
-                        // mksquashfs never records a file as wholly sparse.
-                        let sparse = if f.sparse >= f.size && f.size > 0 {
-                            f.size - 1
-                        } else {
-                            f.sparse
-                        };
-                        body.extend_from_slice(&sparse.to_le_bytes());
-                        body.extend_from_slice(&node.nlink.to_le_bytes());
-                        body.extend_from_slice(&frag.to_le_bytes());
-                        body.extend_from_slice(&frag_off.to_le_bytes());
-                        body.extend_from_slice(&xattr.to_le_bytes());
-                    }
-                    for s in &f.block_sizes {
-                        body.extend_from_slice(&s.to_le_bytes());
-                    }
-                }
-                Kind::Symlink(target) => {
-                    itype = inode_type::SYMLINK + if extended { inode_type::EXTENDED } else { 0 };
-                    body.extend_from_slice(&node.nlink.to_le_bytes());
-                    body.extend_from_slice(&(target.len() as u32).to_le_bytes());
-                    body.extend_from_slice(target);
-                    if extended {
-                        body.extend_from_slice(&xattr.to_le_bytes());
-                    }
-                }
-                Kind::CharDev(dev) | Kind::BlockDev(dev) => {
-                    let base = if matches!(node.kind, Kind::CharDev(_)) {
-                        inode_type::CHAR_DEV
-                    } else {
-                        inode_type::BLOCK_DEV
-                    };
-                    itype = base + if extended { inode_type::EXTENDED } else { 0 };
-                    body.extend_from_slice(&node.nlink.to_le_bytes());
-                    body.extend_from_slice(&dev.to_le_bytes());
-                    if extended {
-                        body.extend_from_slice(&xattr.to_le_bytes());
-                    }
-                }
-                Kind::Fifo | Kind::Socket => {
-                    let base = if matches!(node.kind, Kind::Fifo) {
-                        inode_type::FIFO
-                    } else {
-                        inode_type::SOCKET
-                    };
-                    itype = base + if extended { inode_type::EXTENDED } else { 0 };
-                    body.extend_from_slice(&node.nlink.to_le_bytes());
-                    if extended {
-                        body.extend_from_slice(&xattr.to_le_bytes());
-                    }
-                }
-                Kind::Link(_) => unreachable!(),
+                        DirIndex {
+                            index: offset,
+                            start: dirs.block_start(block as usize) as u32,
+                            name: name.to_vec(),
+                        }
+                    })
+                    .collect();
+                let extended = has_xattrs || file_size > u16::MAX as u64 || !index.is_empty();
+                let dir = DirInode {
+                    start_block: start_block as u32,
+                    offset,
+                    file_size: file_size as u32,
+                    parent,
+                    index,
+                };
+                (extended, InodeBody::Dir(dir))
             }
-            let mut header = Vec::with_capacity(16 + body.len());
-            header.extend_from_slice(&itype.to_le_bytes());
-            header.extend_from_slice(&((node.meta.permissions & 0o7777) as u16).to_le_bytes());
-            header.extend_from_slice(&uid.to_le_bytes());
-            header.extend_from_slice(&gid.to_le_bytes());
-            header.extend_from_slice(&mtime.to_le_bytes());
-            header.extend_from_slice(&node.inode_number.to_le_bytes());
-            header.extend_from_slice(&body);
-            inodes.write(&header);
-            self.nodes[n].inode_ref = block << 16 | offset as u64;
-        }
-        let root_ref = self.nodes[0].inode_ref;
-
-        // Tables, in mksquashfs order: inodes, directories, fragments, ids, xattrs.
-        let inode_table_start = self.pos;
-        let table = inodes.finish();
-        self.append(&table)?;
-        let directory_table_start = self.pos;
-        let table = dirs.finish();
-        self.append(&table)?;
-        let fragment_table_start = if self.fragments.is_empty() {
-            NO_TABLE
-        } else {
-            let mut entries = Vec::with_capacity(self.fragments.len() * 16);
-            for &(start, size) in &self.fragments {
-                entries.extend_from_slice(&start.to_le_bytes());
-                entries.extend_from_slice(&size.to_le_bytes());
-                entries.extend_from_slice(&0u32.to_le_bytes());
+            Kind::File(f) => {
+                let (fragment, fragment_offset) = f.fragment.unwrap_or((NO_FRAGMENT, 0));
+                // As mksquashfs: a partly sparse file takes the extended form (which
+                // records the sparse bytes); a wholly zero file does not.
+                let basic = !has_xattrs
+                    && node.nlink == 1
+                    && (f.sparse == 0 || f.sparse >= f.size)
+                    && f.size <= u32::MAX as u64
+                    && f.blocks_start <= u32::MAX as u64;
+                // mksquashfs never records a file as wholly sparse.
+                let sparse = if f.sparse >= f.size && f.size > 0 {
+                    f.size - 1
+                } else {
+                    f.sparse
+                };
+                let file = FileInode {
+                    blocks_start: f.blocks_start,
+                    file_size: f.size,
+                    sparse,
+                    fragment,
+                    fragment_offset,
+                    block_sizes: f.block_sizes.clone(),
+                };
+                (!basic, InodeBody::File(file))
             }
-            self.write_lookup_table(&entries)?
-        };
-        let mut id_bytes = Vec::new();
-        for id in &ids {
-            id_bytes.extend_from_slice(&id.to_le_bytes());
-        }
-        let id_table_start = self.write_lookup_table(&id_bytes)?;
-        let xattr_table_start = if xattr_sets.is_empty() {
-            NO_TABLE
-        } else {
-            self.write_xattrs(&xattr_sets)?
-        };
-        let bytes_used = self.pos;
+            Kind::Symlink(target) => (
+                has_xattrs,
+                InodeBody::Symlink {
+                    target: target.clone(),
+                },
+            ),
+            Kind::CharDev(rdev) => (has_xattrs, InodeBody::CharDevice { rdev: *rdev }),
+            Kind::BlockDev(rdev) => (has_xattrs, InodeBody::BlockDevice { rdev: *rdev }),
+            Kind::Fifo => (has_xattrs, InodeBody::Fifo),
+            Kind::Socket => (has_xattrs, InodeBody::Socket),
+            Kind::Link(_) => {
+                return Err(Error::malformed(format!(
+                    "squashfs: node {n}: a hard link has no inode of its own"
+                )));
+            }
+        })
+    }
 
-        let mut sb = Vec::with_capacity(SUPERBLOCK_LEN);
-        let mkfs_time = self.options.mkfs_time.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as u32)
-        });
-        let mut sb_flags = flags::DUPLICATES;
-        if xattr_sets.is_empty() {
-            sb_flags |= flags::NO_XATTRS;
+    /// Append `data` at the current position; returns where it starts.
+    fn append(&mut self, data: &[u8]) -> Result<u64> {
+        let at = self.pos;
+        self.write_at(data, at)?;
+        self.pos += data.len() as u64;
+        Ok(at)
+    }
+
+    /// The fragment table, or [`NO_TABLE`] without fragments.
+    fn write_fragment_table(&mut self) -> Result<u64> {
+        if self.fragments.is_empty() {
+            return Ok(NO_TABLE);
         }
-        let options = compression.options();
-        if options.is_some() {
-            sb_flags |= flags::COMPRESSOR_OPTIONS;
+        let entries = raw::encode_entries(&self.fragments);
+        self.write_lookup_table(&entries)
+    }
+
+    /// Write `entries` as metadata blocks followed by the array of their positions;
+    /// returns where the array starts (what the superblock records).
+    fn write_lookup_table(&mut self, entries: &[u8]) -> Result<u64> {
+        let pointers = self.write_metadata_blocks(entries)?;
+        self.append(&raw::encode_entries(&pointers))
+    }
+
+    /// Write `entries` as separate metadata blocks; returns where each block starts.
+    fn write_metadata_blocks(&mut self, entries: &[u8]) -> Result<Vec<u64>> {
+        let mut pointers = Vec::new();
+        for chunk in entries.chunks(METADATA_BLOCK) {
+            let mut w = MetaWriter::new(self.options.compression);
+            w.write(chunk)?;
+            let block = w.finish()?;
+            pointers.push(self.append(&block)?);
         }
-        sb.extend_from_slice(&super::MAGIC.to_le_bytes());
-        sb.extend_from_slice(&inode_count.to_le_bytes());
-        sb.extend_from_slice(&mkfs_time.to_le_bytes());
-        sb.extend_from_slice(&self.options.block_size.to_le_bytes());
-        sb.extend_from_slice(&(self.fragments.len() as u32).to_le_bytes());
-        sb.extend_from_slice(&compression.id().to_le_bytes());
-        sb.extend_from_slice(&(self.options.block_size.trailing_zeros() as u16).to_le_bytes());
-        sb.extend_from_slice(&sb_flags.to_le_bytes());
-        sb.extend_from_slice(&(ids.len() as u16).to_le_bytes());
-        sb.extend_from_slice(&4u16.to_le_bytes());
-        sb.extend_from_slice(&0u16.to_le_bytes());
-        for v in [
-            root_ref,
-            bytes_used,
-            id_table_start,
-            xattr_table_start,
-            inode_table_start,
-            directory_table_start,
-            fragment_table_start,
-            NO_TABLE,
-        ] {
-            sb.extend_from_slice(&v.to_le_bytes());
+        Ok(pointers)
+    }
+
+    /// The xattr key/value table, the xattr id table and its header; returns where the
+    /// header starts, or [`NO_TABLE`] without xattrs.
+    fn write_xattr_table(&mut self, sets: &[XattrSet]) -> Result<u64> {
+        if sets.is_empty() {
+            return Ok(NO_TABLE);
         }
-        self.write_at(&sb, 0)?;
-        if let Some(opts) = options {
-            // Compressor options: a metadata block, stored uncompressed.
-            let mut block = (opts.len() as u16 | UNCOMPRESSED_METADATA)
-                .to_le_bytes()
-                .to_vec();
+        let mut kv = MetaWriter::new(self.options.compression);
+        let mut ids = Vec::with_capacity(sets.len());
+        let mut entries = Vec::new();
+        for set in sets {
+            let (block, offset) = kv.position();
+            entries.clear();
+            for (kind, name, value) in set {
+                XattrEntry::encode(*kind, name, value, &mut entries);
+            }
+            kv.write(&entries)?;
+            ids.push(XattrId {
+                xattr_ref: raw::metadata_ref(block, offset),
+                count: set.len() as u32,
+                size: entries.len() as u32,
+            });
+        }
+        let kv_start = self.pos;
+        let table = kv.finish()?;
+        self.append(&table)?;
+        let pointers = self.write_metadata_blocks(&raw::encode_entries(&ids))?;
+        let mut header = Vec::new();
+        XattrTableHeader {
+            kv_start,
+            count: sets.len() as u32,
+        }
+        .encode(&mut header);
+        header.extend_from_slice(&raw::encode_entries(&pointers));
+        self.append(&header)
+    }
+
+    /// The superblock and, when the compressor has them, its options (a metadata block
+    /// stored uncompressed) right after it.
+    fn write_superblock(&mut self, sb: &Superblock) -> Result<()> {
+        self.write_at(&sb.encode(), 0)?;
+        if let Some(opts) = self.options.compression.options() {
+            let header = MetadataHeader {
+                len: opts.len() as u16,
+                compressed: false,
+            };
+            let mut block = header.encode().to_vec();
             block.extend_from_slice(&opts);
             self.write_at(&block, SUPERBLOCK_LEN as u64)?;
         }
-        // Pad to 4 KiB with zeros, and zero anything a rewound duplicate left beyond.
+        Ok(())
+    }
+
+    /// Pad to 4 KiB with zeros, and zero anything a rewound duplicate left beyond; returns
+    /// the padded length.
+    fn pad(&mut self, bytes_used: u64) -> Result<u64> {
         let padded = bytes_used.next_multiple_of(4096);
         let clear_to = padded.max(self.high_water);
         if clear_to > bytes_used {
@@ -773,74 +935,6 @@ impl<'f> SquashfsWriter<'f> {
             }
         }
         Ok(padded)
-    }
-
-    fn append(&mut self, data: &[u8]) -> Result<()> {
-        let at = self.pos;
-        self.write_at(data, at)?;
-        self.pos += data.len() as u64;
-        Ok(())
-    }
-
-    /// Write `entries` as metadata blocks followed by the array of their positions;
-    /// returns where the array starts (what the superblock records).
-    fn write_lookup_table(&mut self, entries: &[u8]) -> Result<u64> {
-        let pointers = self.write_metadata_blocks(entries)?;
-        let start = self.pos;
-        let array: Vec<u8> = pointers.iter().flat_map(|p| p.to_le_bytes()).collect();
-        self.append(&array)?;
-        Ok(start)
-    }
-
-    /// Write `entries` as separate metadata blocks; returns where each block starts.
-    fn write_metadata_blocks(&mut self, entries: &[u8]) -> Result<Vec<u64>> {
-        let mut pointers = Vec::new();
-        for chunk in entries.chunks(METADATA_BLOCK) {
-            pointers.push(self.pos);
-            let mut w = MetaWriter::new(self.options.compression);
-            w.write(chunk);
-            let block = w.finish();
-            self.append(&block)?;
-        }
-        Ok(pointers)
-    }
-
-    fn write_xattrs(&mut self, sets: &[Vec<Xattr>]) -> Result<u64> {
-        let mut kv = MetaWriter::new(self.options.compression);
-        let mut ids = Vec::new();
-        for set in sets {
-            let (block, offset) = kv.position();
-            let mut size = 0u32;
-            for x in set {
-                let (kind, prefix_len) = xattr_prefix(&x.name).expect("filtered");
-                let name = &x.name[prefix_len..];
-                let mut entry = Vec::new();
-                entry.extend_from_slice(&kind.to_le_bytes());
-                entry.extend_from_slice(&(name.len() as u16).to_le_bytes());
-                entry.extend_from_slice(name);
-                entry.extend_from_slice(&(x.value.len() as u32).to_le_bytes());
-                entry.extend_from_slice(&x.value);
-                size += entry.len() as u32;
-                kv.write(&entry);
-            }
-            ids.extend_from_slice(&(block << 16 | offset as u64).to_le_bytes());
-            ids.extend_from_slice(&(set.len() as u32).to_le_bytes());
-            ids.extend_from_slice(&size.to_le_bytes());
-        }
-        let kv_start = self.pos;
-        let table = kv.finish();
-        self.append(&table)?;
-        let pointers = self.write_metadata_blocks(&ids)?;
-        let start = self.pos;
-        let mut header = Vec::new();
-        header.extend_from_slice(&kv_start.to_le_bytes());
-        header.extend_from_slice(&(sets.len() as u32).to_le_bytes());
-        header.extend_from_slice(&0u32.to_le_bytes());
-        for p in pointers {
-            header.extend_from_slice(&p.to_le_bytes());
-        }
-        self.append(&header)?;
-        Ok(start)
     }
 
     /// Nodes in post-order (children before their directory), siblings by name.
@@ -874,50 +968,59 @@ impl<'f> SquashfsWriter<'f> {
     /// block. Headers also restart at 256 entries, at a change of inode block, and when the
     /// inode number no longer fits the 16-bit delta.
     fn dir_listing(&self, children: &[usize]) -> (Vec<u8>, Vec<(u32, &[u8])>) {
-        let mut out = Vec::new();
+        // Runs of entries under one header; `start` kept whole for the comparison.
+        let mut runs: Vec<(DirHeader, u64, Vec<DirEntry<'_>>)> = Vec::new();
         let mut index = Vec::new();
-        let mut header_at: Option<usize> = None;
-        let (mut count, mut start, mut base) = (0u32, 0u64, 0u32);
+        let mut len = 0usize;
         let mut index_point = 0usize;
         for &child in children {
             let node = self.target(child);
             let name = self.nodes[child].name.as_slice();
-            let entry_bytes = 8 + name.len();
-            let delta = node.inode_number as i64 - base as i64;
-            let too_big =
-                header_at.is_some() && out.len() + entry_bytes - index_point > METADATA_BLOCK;
-            if header_at.is_none()
-                || count == 256
-                || node.inode_ref >> 16 != start
-                || delta < i16::MIN as i64
-                || delta > i16::MAX as i64
-                || too_big
-            {
-                if let Some(h) = header_at {
-                    out[h..h + 4].copy_from_slice(&(count - 1).to_le_bytes());
+            let entry = |base: u32| DirEntry {
+                offset: (node.inode_ref & 0xffff) as u16,
+                inode_delta: (node.inode_number as i64 - base as i64) as i16,
+                kind: basic_type(&node.kind),
+                name,
+            };
+            let entry_len = entry(0).len();
+            let too_big = !runs.is_empty() && len + entry_len - index_point > METADATA_BLOCK;
+            let new_run = match runs.last() {
+                None => true,
+                Some((header, start, _)) => {
+                    let delta = node.inode_number as i64 - header.inode_number as i64;
+                    header.count == raw::MAX_DIR_HEADER_ENTRIES
+                        || node.inode_ref >> 16 != *start
+                        || delta < i16::MIN as i64
+                        || delta > i16::MAX as i64
+                        || too_big
                 }
+            };
+            if new_run {
                 if too_big {
-                    index.push((out.len() as u32, name));
-                    index_point = out.len();
+                    index.push((len as u32, name));
+                    index_point = len;
                 }
-                header_at = Some(out.len());
-                count = 0;
-                start = node.inode_ref >> 16;
-                base = node.inode_number;
-                out.extend_from_slice(&0u32.to_le_bytes());
-                out.extend_from_slice(&(start as u32).to_le_bytes());
-                out.extend_from_slice(&base.to_le_bytes());
+                let start = node.inode_ref >> 16;
+                let header = DirHeader {
+                    count: 0,
+                    start: start as u32,
+                    inode_number: node.inode_number,
+                };
+                runs.push((header, start, Vec::new()));
+                len += DirHeader::LEN;
             }
-            let delta = (node.inode_number as i64 - base as i64) as i16;
-            out.extend_from_slice(&((node.inode_ref & 0xffff) as u16).to_le_bytes());
-            out.extend_from_slice(&delta.to_le_bytes());
-            out.extend_from_slice(&basic_type(&node.kind).to_le_bytes());
-            out.extend_from_slice(&((name.len() - 1) as u16).to_le_bytes());
-            out.extend_from_slice(name);
-            count += 1;
+            if let Some((header, _, entries)) = runs.last_mut() {
+                entries.push(entry(header.inode_number));
+                header.count += 1;
+                len += entry_len;
+            }
         }
-        if let Some(h) = header_at {
-            out[h..h + 4].copy_from_slice(&(count - 1).to_le_bytes());
+        let mut out = Vec::with_capacity(len);
+        for (header, _, entries) in &runs {
+            header.encode(&mut out);
+            for e in entries {
+                e.encode(&mut out);
+            }
         }
         (out, index)
     }
@@ -931,17 +1034,7 @@ impl<'f> SquashfsWriter<'f> {
     }
 }
 
-/// Entries in an encoded directory index.
-fn index_entries(mut index: &[u8]) -> usize {
-    let mut count = 0;
-    while index.len() >= 12 {
-        let name_len = u32::from_le_bytes(index[8..12].try_into().unwrap()) as usize + 1;
-        index = &index[12 + name_len..];
-        count += 1;
-    }
-    count
-}
-
+/// The basic inode type a directory entry records for a node (a link's target's).
 fn basic_type(kind: &Kind) -> u16 {
     match kind {
         Kind::Dir(_) => inode_type::DIR,
@@ -951,22 +1044,11 @@ fn basic_type(kind: &Kind) -> u16 {
         Kind::CharDev(_) => inode_type::CHAR_DEV,
         Kind::Fifo => inode_type::FIFO,
         Kind::Socket => inode_type::SOCKET,
+        // An invariant, not input: a link is resolved to its target before it is listed
+        // (see `target`), and `add_entry` never makes a link point at a link.
         Kind::Link(_) => unreachable!("links resolve to their target"),
     }
 }
-
-/// Squashfs stores only the user, trusted and security namespaces.
-fn xattr_prefix(name: &[u8]) -> Option<(u16, usize)> {
-    [
-        (b"user.".as_slice(), 0u16),
-        (b"trusted.", 1),
-        (b"security.", 2),
-    ]
-    .into_iter()
-    .find(|(p, _)| name.starts_with(p) && name.len() > p.len())
-    .map(|(p, kind)| (kind, p.len()))
-}
-
 impl EntrySink for SquashfsWriter<'_> {
     fn add_entry(&mut self, entry: &Entry, content: Option<&mut dyn Read>) -> Result<()> {
         let path = entry.display_path();
@@ -1016,5 +1098,111 @@ impl EntrySink for SquashfsWriter<'_> {
         };
         self.insert(entry, kind)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn file_entry(path: &str, size: u64) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            kind: EntryKind::File { size },
+            metadata: Metadata::default(),
+        }
+    }
+
+    /// Runs `f` on its own thread; the test fails if `f` has not returned within a minute
+    /// (the writer hung).
+    fn without_hanging(f: impl FnOnce() + Send + 'static) {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            f();
+            let _ = done.send(());
+        });
+        match finished.recv_timeout(Duration::from_secs(60)) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("the writer hung"),
+            // The thread panicked: its assertion failed (the message is printed above).
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("assertion failed"),
+        }
+    }
+
+    /// Data that compresses well, `blocks` blocks of 4 KiB.
+    fn compressible(blocks: usize) -> Vec<u8> {
+        (0..blocks * 4096).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn a_panicking_compressor_worker_is_an_error_not_a_hang() {
+        without_hanging(|| {
+            let file = tempfile::tempfile().unwrap();
+            let options = WriterOptions {
+                block_size: 4096,
+                threads: 3,
+                ..WriterOptions::default()
+            };
+            let mut w = SquashfsWriter::new(&file, 0, options).unwrap();
+            w.pipeline.fail_at.store(5, Ordering::Relaxed);
+            let data = compressible(64);
+            let err = w
+                .add_entry(&file_entry("f", data.len() as u64), Some(&mut &data[..]))
+                .expect_err("a lost block went unnoticed");
+            let text = err.to_string();
+            assert!(
+                text.contains(
+                    "compression worker: panicked: injected compressor failure at block 5"
+                ),
+                "{text}"
+            );
+            assert!(!text.contains('\n'), "{text}");
+            // The lost block never comes: later calls fail the same way, without waiting.
+            let err = w
+                .add_entry(&file_entry("g", data.len() as u64), Some(&mut &data[..]))
+                .expect_err("writing went on after a lost block");
+            assert_eq!(err.to_string(), text);
+            assert_eq!(
+                w.finish()
+                    .expect_err("finished after a lost block")
+                    .to_string(),
+                text
+            );
+        });
+    }
+
+    #[test]
+    fn a_panic_compressing_the_last_fragment_fails_finish() {
+        without_hanging(|| {
+            let file = tempfile::tempfile().unwrap();
+            let mut w = SquashfsWriter::new(&file, 0, WriterOptions::default()).unwrap();
+            w.pipeline.fail_at.store(0, Ordering::Relaxed);
+            // A small file goes into a fragment, compressed only at `finish`.
+            w.add_entry(&file_entry("small", 5), Some(&mut &b"hello"[..]))
+                .unwrap();
+            let err = w.finish().expect_err("a lost fragment went unnoticed");
+            assert!(err.to_string().contains("panicked"), "{err}");
+        });
+    }
+
+    #[test]
+    fn a_level_the_compressor_lacks_is_an_error_not_a_hang() {
+        without_hanging(|| {
+            let file = tempfile::tempfile().unwrap();
+            let options = WriterOptions {
+                compression: Compression::Gzip { level: 99 },
+                block_size: 4096,
+                ..WriterOptions::default()
+            };
+            let mut w = SquashfsWriter::new(&file, 0, options).unwrap();
+            let data = compressible(8);
+            let err = w
+                .add_entry(&file_entry("f", data.len() as u64), Some(&mut &data[..]))
+                .expect_err("level 99 accepted");
+            assert!(err.to_string().contains("no such level"), "{err}");
+        });
     }
 }
