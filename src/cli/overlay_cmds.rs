@@ -331,34 +331,6 @@ pub fn ls(args: LsArgs) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-fn tar_compression(text: &str) -> Result<sifovl::fs::tar::TarCompression> {
-    use sifovl::fs::tar::TarCompression;
-    let (name, level) = text.split_once(':').unwrap_or((text, ""));
-    let bad = || {
-        sifovl::Error::refused(format!(
-            "compression {text:?}: expected none, gzip[:1-9] or zstd[:1-22]"
-        ))
-    };
-    Ok(match name {
-        "none" => TarCompression::None,
-        "gzip" => TarCompression::Gzip {
-            level: if level.is_empty() {
-                6
-            } else {
-                level.parse().map_err(|_| bad())?
-            },
-        },
-        "zstd" => TarCompression::Zstd {
-            level: if level.is_empty() {
-                3
-            } else {
-                level.parse().map_err(|_| bad())?
-            },
-        },
-        _ => return Err(bad()),
-    })
-}
-
 #[derive(Args)]
 #[command(after_help = "Examples:
   sifovl mktar rootfs/ layer.tar.gz
@@ -392,7 +364,11 @@ fn print_layer(report: &ops::pack::LayerReport, json: bool) -> Result<()> {
 }
 
 pub fn mktar(args: MktarArgs) -> Result<Outcome> {
-    let report = ops::pack::mktar(&args.dir, &args.output, tar_compression(&args.compression)?)?;
+    let report = ops::pack::mktar(
+        &args.dir,
+        &args.output,
+        sifovl::fs::tar::TarCompression::parse(&args.compression)?,
+    )?;
     print_layer(&report, args.json)?;
     Ok(Outcome::Success)
 }
@@ -430,7 +406,7 @@ pub fn export_layer(args: ExportLayerArgs) -> Result<Outcome> {
         &args.image,
         target,
         &args.output,
-        tar_compression(&args.compression)?,
+        sifovl::fs::tar::TarCompression::parse(&args.compression)?,
     )?;
     print_layer(&report, args.json)?;
     Ok(Outcome::Success)

@@ -134,7 +134,7 @@ fn list_range(file: &File, offset: u64, size: u64, hash: bool) -> Result<Vec<Lis
     std::os::unix::fs::FileExt::read_exact_at(file, &mut magic, offset)
         .map_err(|e| Error::io("reading", e))?;
     let mut out = Vec::new();
-    if &magic == b"hsqs" {
+    if magic == crate::fs::squashfs::MAGIC {
         let reader = SquashfsReader::open(file, offset, size)?;
         walk_all(&mut reader.walk()?, hash, &mut out)?;
     } else {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
+use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -13,6 +13,8 @@ use super::{Format, Image};
 use crate::digest::{Digest, hash_ranges};
 use crate::error::{Error, Result};
 use crate::fs::overlay::read_ext3_header;
+use crate::fs::squashfs;
+use crate::fs::tar::decompressor;
 use crate::oci::{Descriptor, Manifest, MediaType};
 use crate::ocisif::{self, OciImage};
 use crate::sif::{Container, DataType, FsType, PartType};
@@ -119,7 +121,7 @@ fn check_squashfs_magic(file: &File, offset: u64, size: u64) -> Result<()> {
     let mut magic = [0u8; 4];
     file.read_exact_at(&mut magic, offset)
         .map_err(|e| Error::io("reading squashfs magic", e))?;
-    if &magic != b"hsqs" {
+    if magic != squashfs::MAGIC {
         return Err(Error::malformed("no squashfs magic `hsqs`"));
     }
     Ok(())
@@ -127,33 +129,24 @@ fn check_squashfs_magic(file: &File, offset: u64, size: u64) -> Result<()> {
 
 /// The uncompressed digest of a compressed tar layer (for `diff_id` checks).
 fn uncompressed_digest(file: &File, offset: u64, size: u64) -> Result<Digest> {
-    let mut reader = std::io::BufReader::new(ReadAt {
+    let mut decoded = decompressor(BufReader::new(RangeReader {
         file,
         pos: offset,
         end: offset + size,
-    });
-    let mut magic = [0u8; 4];
-    file.read_exact_at(&mut magic, offset)
-        .map_err(|e| Error::io("reading layer", e))?;
-    let mut decoded: Box<dyn Read + '_> = if magic[..2] == [0x1f, 0x8b] {
-        Box::new(flate2::read::MultiGzDecoder::new(&mut reader))
-    } else if magic == [0x28, 0xb5, 0x2f, 0xfd] {
-        Box::new(zstd::stream::read::Decoder::new(&mut reader).map_err(|e| Error::io("zstd", e))?)
-    } else {
-        Box::new(&mut reader)
-    };
+    }))?;
     Digest::of_reader(&mut decoded)
         .map(|(d, _)| d)
         .map_err(|e| Error::malformed(format!("decompressing layer: {e}")))
 }
 
-struct ReadAt<'a> {
+/// `end - pos` bytes of `file` from `pos`, as a reader.
+struct RangeReader<'a> {
     file: &'a File,
     pos: u64,
     end: u64,
 }
 
-impl Read for ReadAt<'_> {
+impl Read for RangeReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = (self.end - self.pos).min(buf.len() as u64) as usize;
         if n == 0 {
