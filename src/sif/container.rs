@@ -17,15 +17,19 @@ use crate::error::{Error, Result};
 /// What to add: the descriptor fields a caller chooses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectSpec {
+    /// The object's data type.
     pub data_type: DataType,
-    /// `None` for no group.
+    /// Object group number (stored with the group mask); `None` for no group.
     pub group: Option<u32>,
     /// Raw linked id (0, an object id, or `GROUP_MASK | group`).
     pub linked_id: u32,
+    /// Object name, at most 128 bytes; empty for none.
     pub name: Vec<u8>,
+    /// Type-specific metadata, at most 384 bytes; zero-padded when stored.
     pub extra: Vec<u8>,
     /// Alignment of the object's offset from the start of the file; 0 or 1 for none.
     pub alignment: u64,
+    /// Length of the object's data in bytes.
     pub size: u64,
 }
 
@@ -71,11 +75,15 @@ impl ObjectSpec {
 /// How to create a new image.
 #[derive(Debug, Clone)]
 pub struct CreateOptions {
+    /// Number of descriptor slots, i.e. the most objects the image can hold (default 48).
     pub capacity: u32,
-    /// Nil UUID and Go zero time.
+    /// Nil UUID and Go zero time, ignoring `id` and `time`.
     pub deterministic: bool,
+    /// Image UUID (RFC 4122 byte order) when not deterministic.
     pub id: [u8; 16],
+    /// Creation and modification time, Unix seconds, when not deterministic.
     pub time: i64,
+    /// Shebang line for the header, shorter than 32 bytes; empty for none.
     pub launch_script: Vec<u8>,
 }
 
@@ -291,6 +299,7 @@ impl Container {
         self.slots.iter().filter(|d| d.used)
     }
 
+    /// The used descriptor with object ID `id`; fails for ID 0 or when there is none.
     pub fn object(&self, id: u32) -> Result<&Descriptor> {
         if id == 0 {
             return Err(Error::refused("invalid object ID 0"));
@@ -307,6 +316,7 @@ impl Container {
             .ok_or_else(|| Error::not_found(format!("object {id} not found")))
     }
 
+    /// Byte offset of the data section from the start of the file (header `DataOffset`).
     pub fn data_offset(&self) -> u64 {
         self.header.data_offset as u64
     }

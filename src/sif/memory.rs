@@ -8,6 +8,7 @@ use crate::error::Result;
 /// A whole SIF file in memory.
 #[derive(Debug, Clone)]
 pub struct MemoryImage {
+    /// The image's metadata; edit it through the methods so the bytes stay in sync.
     pub container: Container,
     bytes: Vec<u8>,
 }
@@ -55,12 +56,14 @@ impl MemoryImage {
         Ok(())
     }
 
+    /// Make a system partition the primary one (the reference's `SetPrimPart`).
     pub fn set_primary_partition(&mut self, id: u32, time: i64) -> Result<()> {
         self.container.set_primary_partition(id, time)?;
         self.sync_metadata();
         Ok(())
     }
 
+    /// Overwrite an OCI object's digest (the reference's `SetOCIBlobDigest`).
     pub fn set_oci_digest(
         &mut self,
         id: u32,
@@ -83,10 +86,12 @@ impl MemoryImage {
         Ok(&self.bytes[d.offset as usize..d.end() as usize])
     }
 
+    /// The whole file.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
 
+    /// The whole file, consuming the image.
     pub fn into_bytes(self) -> Vec<u8> {
         self.bytes
     }

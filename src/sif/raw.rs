@@ -3,11 +3,17 @@
 use super::types::{Arch, DataType, FsType, HashType, PartType};
 use crate::error::{Error, Result};
 
+/// Size of the global header at offset 0, in bytes.
 pub(super) const HEADER_LEN: usize = 128;
+/// Size of one descriptor slot, in bytes.
 pub(super) const DESCRIPTOR_LEN: usize = 585;
+/// The header `Magic` field (bytes 32..42) every SIF carries.
 pub(super) const MAGIC: &[u8; 10] = b"SIF_MAGIC\0";
+/// The header `Version` field (bytes 42..45): spec version `01`, the only one there is.
 pub(super) const VERSION: &[u8; 3] = b"01\0";
+/// Size of the descriptor `Name` field; a name of exactly this length has no NUL.
 pub(super) const NAME_LEN: usize = 128;
+/// Size of the descriptor `Extra` field (type-specific metadata, zero-padded).
 pub(super) const EXTRA_LEN: usize = 384;
 /// The group mask every writer ORs into `GroupID` (spec 3.1).
 pub(super) const GROUP_MASK: u32 = 0xF000_0000;
@@ -24,25 +30,38 @@ fn put(out: &mut [u8], at: usize, bytes: &[u8]) {
     out[at..at + bytes.len()].copy_from_slice(bytes);
 }
 
-/// The global header.
+/// The global header: the first 128 bytes of the file (spec 2). `Magic` and `Version` are
+/// checked on parse and written as constants, so they have no field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// Shebang line that makes the file executable, NUL-padded; all NUL for none.
     pub launch_script: [u8; 32],
+    /// Architecture of the primary partition; `Unknown` when there is none.
     pub arch: Arch,
     /// The raw arch bytes, kept so an unknown code survives a rewrite.
     pub arch_raw: [u8; 3],
+    /// Image UUID in RFC 4122 byte order; all zero (nil) for deterministic images.
     pub id: [u8; 16],
+    /// Creation time, Unix seconds ([`GO_ZERO_TIME`] for deterministic images).
     pub created_at: i64,
+    /// Last modification time, Unix seconds.
     pub modified_at: i64,
+    /// Number of unused descriptor slots.
     pub descriptors_free: i64,
+    /// Number of descriptor slots, used and unused (the table's capacity).
     pub descriptors_total: i64,
+    /// Byte offset of descriptor slot 0 from the start of the file (4096 in practice).
     pub descriptors_offset: i64,
+    /// Size of the descriptor table in bytes (`descriptors_total * 585`).
     pub descriptors_size: i64,
+    /// Byte offset of the data section from the start of the file.
     pub data_offset: i64,
+    /// Bytes of the data section in use, counted from `data_offset` (padding included).
     pub data_size: i64,
 }
 
 impl Header {
+    /// Decode the 128 header bytes; fails on a wrong magic or an unsupported version.
     pub fn parse(b: &[u8; HEADER_LEN]) -> Result<Header> {
         if &b[32..42] != MAGIC {
             return Err(Error::malformed("invalid SIF magic"));
@@ -69,6 +88,7 @@ impl Header {
         })
     }
 
+    /// Encode the 128 header bytes, magic and version included.
     pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         put(&mut b, 0, &self.launch_script);
@@ -94,6 +114,7 @@ impl Header {
         b
     }
 
+    /// Set the primary architecture (both `arch` and `arch_raw`).
     pub fn set_arch(&mut self, arch: Arch) {
         self.arch = arch;
         self.arch_raw = arch.to_bytes();
@@ -115,23 +136,30 @@ impl Header {
     }
 }
 
-/// Where a descriptor links to.
+/// Where a descriptor links to: its `LinkedID` field decoded (spec 3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Link {
+    /// `LinkedID` 0: no link.
     None,
+    /// A link to the object with this ID (e.g. a legacy signature's signed object).
     Object(u32),
+    /// A link to this object group (stored as `0xF0000000 | group`), e.g. a signature's.
     Group(u32),
 }
 
-/// Partition metadata (Extra of a partition object).
+/// Partition metadata (Extra of a partition object, spec 4.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Partition {
+    /// Filesystem in the partition (`Fstype`, Extra bytes 0..4).
     pub fs_type: FsType,
+    /// Role of the partition (`Parttype`, Extra bytes 4..8).
     pub part_type: PartType,
+    /// Architecture the partition's contents are built for (`Arch`, Extra bytes 8..11).
     pub arch: Arch,
 }
 
 impl Partition {
+    /// Encode as the 11 significant Extra bytes (the caller zero-pads to 384).
     pub fn to_extra(self) -> Vec<u8> {
         let mut extra = Vec::with_capacity(11);
         extra.extend_from_slice(&self.fs_type.code().to_le_bytes());
@@ -141,31 +169,41 @@ impl Partition {
     }
 }
 
-/// One descriptor slot.
+/// One descriptor slot: 585 bytes describing one data object (spec 3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Descriptor {
+    /// What the object holds (`DataType`); `Unknown(0)` in unused slots.
     pub data_type: DataType,
+    /// Whether the slot describes an object; unused slots are all zero on disk.
     pub used: bool,
+    /// Object ID, unique among used slots and never 0 (writers use slot index + 1).
     pub id: u32,
     /// Raw field, mask included (`0xF0000001` for group 1).
     pub group_id: u32,
     /// Raw field: 0, an object id, or `0xF0000000 | group`.
     pub linked_id: u32,
+    /// Byte offset of the object's first byte from the start of the file.
     pub offset: u64,
+    /// Length of the object in bytes.
     pub size: u64,
+    /// `size` plus the alignment padding written before the object, in bytes.
     pub size_with_padding: u64,
+    /// Object creation time, Unix seconds.
     pub created_at: i64,
+    /// Object modification time, Unix seconds.
     pub modified_at: i64,
+    /// Deprecated: the creating user's uid in legacy images, 0 from current writers.
     pub uid: i64,
+    /// Deprecated: the creating user's gid in legacy images, 0 from current writers.
     pub gid: i64,
-    /// Trailing NULs trimmed; at most 128 bytes.
+    /// Object name (`Name`), trailing NULs trimmed; at most 128 bytes.
     pub name: Vec<u8>,
-    /// Always 384 bytes.
+    /// Type-specific metadata (`Extra`, spec 4), zero-padded; always 384 bytes.
     pub extra: Vec<u8>,
 }
 
 impl Descriptor {
-    /// An unused slot.
+    /// An unused slot (all fields zero).
     pub fn unused() -> Descriptor {
         Descriptor {
             data_type: DataType::Unknown(0),
@@ -185,6 +223,7 @@ impl Descriptor {
         }
     }
 
+    /// Decode one 585-byte slot; fails if a used slot has a negative offset or size field.
     pub fn parse(b: &[u8; DESCRIPTOR_LEN]) -> Result<Descriptor> {
         let signed = |at: usize, what: &str| -> Result<u64> {
             let v = i64_at(b, at);
@@ -225,6 +264,7 @@ impl Descriptor {
         })
     }
 
+    /// Encode the 585-byte slot; an unused slot encodes as all zeros.
     pub fn to_bytes(&self) -> [u8; DESCRIPTOR_LEN] {
         let mut b = [0u8; DESCRIPTOR_LEN];
         if !self.used {
@@ -259,6 +299,7 @@ impl Descriptor {
         }
     }
 
+    /// The decoded `LinkedID`.
     pub fn link(&self) -> Link {
         match self.linked_id {
             0 => Link::None,
@@ -267,7 +308,7 @@ impl Descriptor {
         }
     }
 
-    /// End of the object's bytes.
+    /// Byte offset just past the object's last byte (`offset + size`).
     pub fn end(&self) -> u64 {
         self.offset + self.size
     }
@@ -276,6 +317,7 @@ impl Descriptor {
         i32::from_le_bytes(self.extra[at..at + 4].try_into().unwrap())
     }
 
+    /// The partition metadata in Extra; fails if the object is not a partition.
     pub fn partition(&self) -> Result<Partition> {
         if self.data_type != DataType::Partition {
             return Err(Error::malformed(format!(
@@ -290,6 +332,7 @@ impl Descriptor {
         })
     }
 
+    /// A signature's hash type (Extra bytes 0..4); meaningless for other data types.
     pub fn signature_hash(&self) -> HashType {
         HashType::from_code(self.extra_i32(0))
     }
@@ -300,6 +343,7 @@ impl Descriptor {
         (fp != [0; 20]).then_some(fp)
     }
 
+    /// The little-endian i32 at byte `at` of Extra (e.g. crypto-message or SBOM codes).
     pub fn extra_code(&self, at: usize) -> i32 {
         self.extra_i32(at)
     }

@@ -267,23 +267,36 @@ pub fn info(c: &Container, id: u32) -> Result<String> {
 /// JSON view of one descriptor.
 #[derive(Debug, Clone, Serialize)]
 pub struct ObjectJson {
+    /// Object ID.
     pub id: u32,
+    /// Data type display name, as `siftool` prints it (`FS`, `OCI.Blob`, ...).
     pub data_type: String,
+    /// Numeric data type code (`0x4001`..`0x400B`).
     pub data_type_code: i32,
+    /// Group number; `None` for no group.
     pub group: Option<u32>,
+    /// ID of the linked object, for an object link.
     pub linked_object: Option<u32>,
+    /// Linked group number, for a group link.
     pub linked_group: Option<u32>,
+    /// Byte offset of the object from the start of the file.
     pub offset: u64,
+    /// Object length in bytes.
     pub size: u64,
+    /// `size` plus the alignment padding before the object, in bytes.
     pub size_with_padding: u64,
+    /// Creation time, Unix seconds; `None` for the Go zero time.
     pub created_at: Option<i64>,
+    /// Modification time, Unix seconds; `None` for the Go zero time.
     pub modified_at: Option<i64>,
+    /// Object name (lossy UTF-8); empty for none.
     pub name: String,
     /// Type-specific facts (partition fs/part/arch, signature hash/entity, digest, ...).
     pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ObjectJson {
+    /// The view of one used descriptor; undecodable Extra just leaves `details` short.
     pub fn new(d: &Descriptor) -> ObjectJson {
         use serde_json::Value;
         let mut details = serde_json::Map::new();
@@ -373,21 +386,34 @@ impl ObjectJson {
 /// JSON view of the header.
 #[derive(Debug, Clone, Serialize)]
 pub struct HeaderJson {
+    /// Launch script with trailing NULs trimmed; empty for none.
     pub launch_script: String,
+    /// Spec version, always `01`.
     pub version: String,
+    /// Go name of the primary architecture; `None` when unknown.
     pub primary_architecture: Option<String>,
+    /// Image UUID as text; `None` for the nil UUID.
     pub id: Option<String>,
+    /// Creation time, Unix seconds; `None` for the Go zero time.
     pub created_at: Option<i64>,
+    /// Modification time, Unix seconds; `None` for the Go zero time.
     pub modified_at: Option<i64>,
+    /// Number of unused descriptor slots.
     pub descriptors_free: i64,
+    /// Number of descriptor slots (capacity).
     pub descriptors_total: i64,
+    /// Byte offset of the descriptor table from the start of the file.
     pub descriptors_offset: i64,
+    /// Size of the descriptor table in bytes.
     pub descriptors_size: i64,
+    /// Byte offset of the data section from the start of the file.
     pub data_offset: i64,
+    /// Bytes of the data section in use.
     pub data_size: i64,
 }
 
 impl HeaderJson {
+    /// The view of an image's header.
     pub fn new(c: &Container) -> HeaderJson {
         let h = c.header();
         let time = |t: i64| (t != GO_ZERO_TIME).then_some(t);
