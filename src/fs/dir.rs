@@ -1,6 +1,8 @@
 //! A real directory tree as an entry stream (for building layers from a directory, and as a
 //! reference source in tests and benchmarks).
 
+#![warn(missing_docs)]
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
@@ -21,6 +23,7 @@ pub struct DirSource {
 }
 
 impl DirSource {
+    /// A walk of the directory `root` (which must be a directory, not a link to one).
     pub fn new(root: &Path) -> Result<DirSource> {
         if !std::fs::symlink_metadata(root)
             .with_context(|| root.display())?
@@ -48,8 +51,8 @@ impl DirSource {
     }
 }
 
-/// The xattrs of a path, sorted by name.
-pub fn read_xattrs(path: &Path) -> Result<Vec<Xattr>> {
+/// The xattrs of a path (not following a symlink), sorted by name.
+fn read_xattrs(path: &Path) -> Result<Vec<Xattr>> {
     let what = || format!("{}: xattrs", path.display());
     let mut names = vec![0u8; 64 * 1024];
     let n = match rustix::fs::llistxattr(path, &mut names[..]) {

@@ -16,6 +16,8 @@
 //!   opaque directory carries the `trusted.overlay.opaque` xattr, and an AUFS marker is a
 //!   regular file named `.wh.*`. `fs::whiteout` converts between the forms.
 
+#![warn(missing_docs)]
+
 use std::io::Read;
 
 use crate::error::Result;
@@ -23,26 +25,39 @@ use crate::error::Result;
 /// What kind of filesystem object an entry is, with the data that only that kind has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
+    /// A directory; its children follow it in the stream.
     Directory,
     /// A regular file of `size` bytes; its bytes come from [`EntrySource::read_content`].
     File {
+        /// Length in bytes.
         size: u64,
     },
+    /// A symbolic link.
     Symlink {
+        /// The link's target, as stored (not resolved, may be absolute).
         target: Vec<u8>,
     },
+    /// A character device (an OverlayFS whiteout is the 0/0 one).
     CharDevice {
+        /// Device major number.
         major: u32,
+        /// Device minor number.
         minor: u32,
     },
+    /// A block device.
     BlockDevice {
+        /// Device major number.
         major: u32,
+        /// Device minor number.
         minor: u32,
     },
+    /// A named pipe.
     Fifo,
+    /// A Unix socket.
     Socket,
     /// Another name for the entry previously yielded at `target`.
     HardLink {
+        /// Path of the first name, as it was yielded.
         target: Vec<u8>,
     },
 }
@@ -50,7 +65,9 @@ pub enum EntryKind {
 /// One extended attribute; the name includes its namespace (`user.foo`, `trusted.overlay.opaque`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Xattr {
+    /// Full name, namespace prefix included.
     pub name: Vec<u8>,
+    /// Value bytes (not necessarily text).
     pub value: Vec<u8>,
 }
 
@@ -59,7 +76,9 @@ pub struct Xattr {
 pub struct Metadata {
     /// Permission bits including setuid, setgid and sticky (`mode & 0o7777`); never the type bits.
     pub permissions: u32,
+    /// Owner user id.
     pub uid: u32,
+    /// Owner group id.
     pub gid: u32,
     /// Modification time, seconds since the epoch (may be negative or beyond 2038).
     pub mtime: i64,
@@ -72,8 +91,11 @@ pub struct Metadata {
 /// One filesystem object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// Relative path, `/`-separated, empty for the root (see the module conventions).
     pub path: Vec<u8>,
+    /// What the entry is.
     pub kind: EntryKind,
+    /// Permissions, owner, time and xattrs.
     pub metadata: Metadata,
 }
 
@@ -111,6 +133,7 @@ pub fn display_path(path: &[u8]) -> String {
 /// file, [`read_content`](Self::read_content) gives its bytes. Content not read before the
 /// next call to `next_entry` is skipped.
 pub trait EntrySource {
+    /// The next entry, or `None` after the last one.
     fn next_entry(&mut self) -> Result<Option<Entry>>;
 
     /// The content of the current entry, which must be a [`EntryKind::File`]. Exactly

@@ -47,7 +47,8 @@ pub(crate) mod flags {
     pub(crate) const COMPRESSOR_OPTIONS: u16 = 0x0400;
 }
 
-/// Basic inode type codes; an extended inode's code is the basic one plus [`EXTENDED`].
+/// Basic inode type codes; an extended inode's code is the basic one plus
+/// [`EXTENDED`](inode_type::EXTENDED).
 pub(crate) mod inode_type {
     pub(crate) const DIR: u16 = 1;
     pub(crate) const FILE: u16 = 2;

@@ -469,12 +469,16 @@ impl<'f> SquashfsWriter<'f> {
                 let size = raw::block_size_word(data.len() as u32, compressed);
                 match self.pipeline.dests.remove(&seq) {
                     Some(Dest::FileBlock { node, index }) => {
-                        if let Kind::File(f) = &mut self.nodes[node].kind {
-                            f.block_sizes[index] = size;
+                        if let Kind::File(f) = &mut self.nodes[node].kind
+                            && let Some(word) = f.block_sizes.get_mut(index)
+                        {
+                            *word = size;
                         }
                     }
                     Some(Dest::Fragment { index }) => {
-                        self.fragments[index] = FragmentEntry { start: at, size }
+                        if let Some(fragment) = self.fragments.get_mut(index) {
+                            *fragment = FragmentEntry { start: at, size };
+                        }
                     }
                     // Cannot happen: `submit` records a destination for every block.
                     None => {}
@@ -539,20 +543,21 @@ impl<'f> SquashfsWriter<'f> {
         self.drain(true)?;
         let start = self.pos;
         data.blocks_start = start;
-        let blocks = size.div_ceil(bs) as usize;
-        if let Kind::File(f) = &mut self.nodes[node].kind {
-            f.block_sizes = vec![0; blocks];
-        }
-        let mut sizes_sparse = vec![false; blocks];
-        for (index, sparse_flag) in sizes_sparse.iter_mut().enumerate() {
-            let n = (size - index as u64 * bs).min(bs) as usize;
+        // The block size words grow as blocks are read: a size the content does not have
+        // ends in a read error, never in a huge allocation.
+        for index in 0..size.div_ceil(bs) {
+            let n = (size - index * bs).min(bs) as usize;
             let mut buf = vec![0u8; n];
             content.read_exact(&mut buf).map_err(read_err)?;
+            if let Kind::File(f) = &mut self.nodes[node].kind {
+                // Sparse blocks keep 0; others get theirs when written (see `drain`).
+                f.block_sizes.push(0);
+            }
             if buf.iter().all(|&b| b == 0) {
-                *sparse_flag = true;
                 data.sparse += n as u64;
                 continue;
             }
+            let index = index as usize;
             self.submit(buf, Dest::FileBlock { node, index })?;
         }
         self.drain(true)?;
@@ -1204,5 +1209,18 @@ mod tests {
                 .expect_err("level 99 accepted");
             assert!(err.to_string().contains("no such level"), "{err}");
         });
+    }
+
+    #[test]
+    fn a_file_shorter_than_its_size_is_an_error_without_a_huge_allocation() {
+        let file = tempfile::tempfile().unwrap();
+        let mut w = SquashfsWriter::new(&file, 0, WriterOptions::default()).unwrap();
+        let err = w
+            .add_entry(&file_entry("f", 1 << 62), Some(&mut &b"short"[..]))
+            .expect_err("a short file accepted");
+        assert!(
+            err.to_string().contains("reading the content of /f"),
+            "{err}"
+        );
     }
 }

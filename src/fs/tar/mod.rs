@@ -13,6 +13,8 @@
 //!
 //! [`EntrySource`]: crate::fs::entry::EntrySource
 
+#![warn(missing_docs)]
+
 mod header;
 mod reader;
 mod writer;
@@ -152,6 +154,41 @@ mod tests {
                 .unwrap()
                 .read_to_end(&mut out)
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn an_entry_claiming_the_largest_size_is_an_error_not_a_panic() {
+        use crate::fs::entry::{EntryKind, EntrySource};
+        use header::{UstarHeader, typeflag};
+        let mut h = UstarHeader {
+            name: b"f",
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            mtime: 0,
+            typeflag: typeflag::FILE,
+            link: b"",
+            major: 0,
+            minor: 0,
+        }
+        .encode();
+        // GNU base-256: u64::MAX bytes.
+        h[124..136].copy_from_slice(&[
+            0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        ]);
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| b as u32).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        let mut archive = h.to_vec();
+        archive.extend_from_slice(&[7u8; 1024]);
+        let mut reader = TarLayerReader::new(std::io::Cursor::new(archive)).unwrap();
+        let entry = reader.next_entry().unwrap().unwrap();
+        assert_eq!(entry.kind, EntryKind::File { size: u64::MAX });
+        assert!(
+            reader.next_entry().is_err(),
+            "the archive ends inside the entry"
         );
     }
 }

@@ -228,7 +228,8 @@ impl<R: Read + 'static> TarLayerReader<R> {
 
 impl<R: Read> TarLayerReader<R> {
     fn skip_rest(&mut self) -> Result<()> {
-        let n = self.remaining + self.padding;
+        // Saturating: a header may claim any size up to u64::MAX.
+        let n = self.remaining.saturating_add(self.padding);
         let copied = std::io::copy(&mut (&mut self.input).take(n), &mut std::io::sink())
             .map_err(io("reading"))?;
         if copied != n {
