@@ -162,6 +162,40 @@ pub fn copy_entries(source: &mut dyn EntrySource, sink: &mut dyn EntrySink) -> R
     Ok(count)
 }
 
+/// The content of a file of `size` bytes that a reader reads by position: `read_at(pos,
+/// buf)` fills `buf` from byte `pos` on. Reads at most `chunk` bytes at a time; an error
+/// becomes an [`std::io::ErrorKind::InvalidData`] I/O error with the same one-line message.
+pub(crate) struct PositionedContent<F> {
+    size: u64,
+    pos: u64,
+    chunk: u64,
+    read_at: F,
+}
+
+impl<F: FnMut(u64, &mut [u8]) -> Result<()>> PositionedContent<F> {
+    pub(crate) fn new(size: u64, chunk: u64, read_at: F) -> PositionedContent<F> {
+        PositionedContent {
+            size,
+            pos: 0,
+            chunk,
+            read_at,
+        }
+    }
+}
+
+impl<F: FnMut(u64, &mut [u8]) -> Result<()>> Read for PositionedContent<F> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (self.size - self.pos).min(buf.len() as u64).min(self.chunk) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        (self.read_at)(self.pos, &mut buf[..n])
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +216,30 @@ mod tests {
         assert_eq!(root.name(), b"");
         assert_eq!(root.parent(), b"");
         assert_eq!(root.display_path(), "/");
+    }
+
+    #[test]
+    fn positioned_content_reads_in_chunks_and_reports_errors() {
+        let data: Vec<u8> = (0..100u8).collect();
+        let mut largest = 0;
+        let mut out = Vec::new();
+        {
+            let mut content = PositionedContent::new(100, 30, |pos, buf: &mut [u8]| {
+                largest = largest.max(buf.len());
+                buf.copy_from_slice(&data[pos as usize..pos as usize + buf.len()]);
+                Ok(())
+            });
+            content.read_to_end(&mut out).unwrap();
+        }
+        assert_eq!(out, data);
+        assert!(largest <= 30, "a read of {largest} bytes");
+        let mut failing = PositionedContent::new(10, 30, |_, _: &mut [u8]| {
+            Err(crate::error::Error::malformed(
+                "squashfs: inode 3: data ends early",
+            ))
+        });
+        let err = failing.read_to_end(&mut Vec::new()).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert_eq!(err.to_string(), "squashfs: inode 3: data ends early");
     }
 }

@@ -5,7 +5,7 @@ use std::io::Read;
 
 use super::{ExtFs, Inode};
 use crate::error::{Error, Result};
-use crate::fs::entry::{Entry, EntryKind, EntrySource, display_path};
+use crate::fs::entry::{Entry, EntryKind, EntrySource, PositionedContent, display_path};
 
 /// Deepest directory nesting we follow (a loop in a corrupted image stops here).
 const MAX_DEPTH: usize = 4096;
@@ -113,31 +113,11 @@ impl EntrySource for ExtWalk<'_, '_> {
             .current
             .clone()
             .ok_or_else(|| Error::malformed("no current entry"))?;
-        Ok(Box::new(ContentReader {
-            fs: self.fs,
-            inode,
-            pos: 0,
-        }))
-    }
-}
-
-struct ContentReader<'a, 'f> {
-    fs: &'a ExtFs<'f>,
-    inode: Inode,
-    pos: u64,
-}
-
-impl Read for ContentReader<'_, '_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let left = self.inode.size - self.pos;
-        let n = left.min(buf.len() as u64).min(1 << 20) as usize;
-        if n == 0 {
-            return Ok(0);
-        }
-        self.fs
-            .read_data(&self.inode, self.pos, &mut buf[..n])
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-        self.pos += n as u64;
-        Ok(n)
+        let fs = self.fs;
+        Ok(Box::new(PositionedContent::new(
+            inode.size,
+            1 << 20,
+            move |pos, buf: &mut [u8]| fs.read_data(&inode, pos, buf),
+        )))
     }
 }

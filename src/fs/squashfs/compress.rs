@@ -84,27 +84,25 @@ impl Compression {
                 "compression {text:?}: expected gzip[:1-9], zstd[:1-22], xz or lz4"
             ))
         };
+        // The level after the colon, if any, within `range`.
+        let level_in = |range: std::ops::RangeInclusive<i64>, default: i64| {
+            let level = level
+                .map(|l| l.parse::<i64>().map_err(|_| bad()))
+                .transpose()?
+                .unwrap_or(default);
+            if range.contains(&level) {
+                Ok(level)
+            } else {
+                Err(bad())
+            }
+        };
         Ok(match name {
-            "gzip" => {
-                let level = level
-                    .map(|l| l.parse().map_err(|_| bad()))
-                    .transpose()?
-                    .unwrap_or(9);
-                if !(1..=9).contains(&level) {
-                    return Err(bad());
-                }
-                Compression::Gzip { level }
-            }
-            "zstd" => {
-                let level = level
-                    .map(|l| l.parse().map_err(|_| bad()))
-                    .transpose()?
-                    .unwrap_or(15);
-                if !(1..=22).contains(&level) {
-                    return Err(bad());
-                }
-                Compression::Zstd { level }
-            }
+            "gzip" => Compression::Gzip {
+                level: level_in(1..=9, 9)? as u32,
+            },
+            "zstd" => Compression::Zstd {
+                level: level_in(1..=22, 15)? as i32,
+            },
             "xz" if level.is_none() => Compression::Xz,
             "lz4" if level.is_none() => Compression::Lz4,
             _ => return Err(bad()),

@@ -18,7 +18,7 @@ use super::raw::{
 };
 use crate::error::{Error, Result};
 use crate::fs::bytes::Fields;
-use crate::fs::entry::{Entry, EntryKind, EntrySource, Metadata, Xattr};
+use crate::fs::entry::{Entry, EntryKind, EntrySource, Metadata, PositionedContent, Xattr};
 
 fn bad(msg: impl Into<String>) -> Error {
     Error::malformed(format!("squashfs: {}", msg.into()))
@@ -535,11 +535,13 @@ impl EntrySource for SquashfsWalk<'_, '_> {
                 inode.number
             )));
         };
-        Ok(Box::new(Content {
-            reader: self.reader,
-            file: FileLayout::new(inode.number, file.clone()),
-            pos: 0,
-        }))
+        let reader = self.reader;
+        let file = FileLayout::new(inode.number, file.clone());
+        Ok(Box::new(PositionedContent::new(
+            file.inode.file_size,
+            reader.sb.block_size as u64,
+            move |pos, buf: &mut [u8]| reader.read_file(&file, pos, buf),
+        )))
     }
 }
 
@@ -567,27 +569,5 @@ impl FileLayout {
             inode,
             block_starts,
         }
-    }
-}
-
-struct Content<'a, 'f> {
-    reader: &'a SquashfsReader<'f>,
-    file: FileLayout,
-    pos: u64,
-}
-
-impl Read for Content<'_, '_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = (self.file.inode.file_size - self.pos)
-            .min(buf.len() as u64)
-            .min(self.reader.sb.block_size as u64) as usize;
-        if n == 0 {
-            return Ok(0);
-        }
-        self.reader
-            .read_file(&self.file, self.pos, &mut buf[..n])
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-        self.pos += n as u64;
-        Ok(n)
     }
 }

@@ -100,24 +100,17 @@ impl Header {
 
     fn apply_pax(&mut self, key: &str, value: &[u8]) -> Result<()> {
         let text = || String::from_utf8_lossy(value).into_owned();
+        let number = |what: &str| {
+            text()
+                .parse::<u64>()
+                .map_err(|_| Error::malformed(format!("tar: bad PAX {what}")))
+        };
         match key {
             "path" => self.name = value.to_vec(),
             "linkpath" => self.link = value.to_vec(),
-            "size" => {
-                self.size = text()
-                    .parse()
-                    .map_err(|_| Error::malformed("tar: bad PAX size"))?
-            }
-            "uid" => {
-                self.uid = text()
-                    .parse()
-                    .map_err(|_| Error::malformed("tar: bad PAX uid"))?
-            }
-            "gid" => {
-                self.gid = text()
-                    .parse()
-                    .map_err(|_| Error::malformed("tar: bad PAX gid"))?
-            }
+            "size" => self.size = number("size")?,
+            "uid" => self.uid = number("uid")?,
+            "gid" => self.gid = number("gid")?,
             "mtime" => {
                 // Fractional seconds are dropped.
                 self.mtime = text()
