@@ -305,17 +305,28 @@ impl MetaWriter {
 #[derive(Default)]
 struct IdTable {
     ids: Vec<u32>,
+    index_of: HashMap<u32, u16>,
 }
 
 impl IdTable {
-    fn index(&mut self, id: u32) -> u16 {
-        match self.ids.iter().position(|&x| x == id) {
-            Some(i) => i as u16,
-            None => {
-                self.ids.push(id);
-                (self.ids.len() - 1) as u16
-            }
+    /// The index of `id`, added if new. Squashfs counts ids in 16 bits: a tree with more
+    /// than 65,535 distinct uids and gids cannot be written (an error, never a silently
+    /// wrapped index).
+    fn index(&mut self, id: u32) -> Result<u16> {
+        if let Some(&i) = self.index_of.get(&id) {
+            return Ok(i);
         }
+        let i = u16::try_from(self.ids.len())
+            .ok()
+            .filter(|&i| i < u16::MAX)
+            .ok_or_else(|| {
+                Error::unsupported(
+                    "squashfs: more than 65,535 distinct owners and groups (the format's id table limit)",
+                )
+            })?;
+        self.ids.push(id);
+        self.index_of.insert(id, i);
+        Ok(i)
     }
 }
 
@@ -719,8 +730,8 @@ impl<'f> SquashfsWriter<'f> {
             }
             let node = &self.nodes[n];
             let xattr = xattrs.index(&node.meta);
-            let uid_index = ids.index(node.meta.uid);
-            let gid_index = ids.index(node.meta.gid);
+            let uid_index = ids.index(node.meta.uid)?;
+            let gid_index = ids.index(node.meta.gid)?;
             let parent = if n == 0 {
                 inode_count + 1
             } else {
@@ -1108,6 +1119,19 @@ impl EntrySink for SquashfsWriter<'_> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn more_owners_than_the_id_table_holds_is_an_error() {
+        let mut ids = IdTable::default();
+        for id in 0..65_535u32 {
+            assert_eq!(ids.index(id * 7).unwrap(), id as u16);
+        }
+        // Known ids still resolve; one more distinct id does not fit.
+        assert_eq!(ids.index(7).unwrap(), 1);
+        let err = ids.index(1_000_000).unwrap_err();
+        assert!(err.to_string().contains("65,535"), "{err}");
+    }
+
     use std::sync::atomic::Ordering;
     use std::time::Duration;
 
