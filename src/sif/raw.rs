@@ -224,12 +224,19 @@ impl Descriptor {
     }
 
     /// Decode one 585-byte slot; fails if a used slot has a negative offset or size field.
+    /// An unused slot decodes as [`Descriptor::unused`], whatever stray bytes it holds.
     pub fn parse(b: &[u8; DESCRIPTOR_LEN]) -> Result<Descriptor> {
         let signed = |at: usize, what: &str| -> Result<u64> {
             let v = i64_at(b, at);
             u64::try_from(v).map_err(|_| Error::malformed(format!("negative {what} {v}")))
         };
         let used = b[4] != 0;
+        if !used {
+            // An unused slot means nothing whatever bytes it holds: normalised to the
+            // all-zero slot writers leave, so that load -> encode -> load is the identity
+            // and two images that differ only in such bytes compare equal (a fuzzing find).
+            return Ok(Descriptor::unused());
+        }
         let name_end = b[73..201]
             .iter()
             .rposition(|&c| c != 0)
@@ -240,21 +247,9 @@ impl Descriptor {
             id: u32_at(b, 5),
             group_id: u32_at(b, 9),
             linked_id: u32_at(b, 13),
-            offset: if used {
-                signed(17, "offset")?
-            } else {
-                i64_at(b, 17) as u64
-            },
-            size: if used {
-                signed(25, "size")?
-            } else {
-                i64_at(b, 25) as u64
-            },
-            size_with_padding: if used {
-                signed(33, "size with padding")?
-            } else {
-                i64_at(b, 33) as u64
-            },
+            offset: signed(17, "offset")?,
+            size: signed(25, "size")?,
+            size_with_padding: signed(33, "size with padding")?,
             created_at: i64_at(b, 41),
             modified_at: i64_at(b, 49),
             uid: i64_at(b, 57),
@@ -369,6 +364,21 @@ impl Descriptor {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_unused_slot_with_stray_bytes_normalises_to_the_zero_slot() {
+        // The fuzzer's smallest case: an unused slot, all zero but byte 17 (the offset).
+        let mut raw = [0u8; DESCRIPTOR_LEN];
+        raw[17] = 1;
+        let d = Descriptor::parse(&raw).unwrap();
+        assert_eq!(d, Descriptor::unused());
+        assert_eq!(d.to_bytes(), [0u8; DESCRIPTOR_LEN]);
+        // Stray bytes everywhere but the used flag: still the unused slot.
+        let mut noisy = [0xa5u8; DESCRIPTOR_LEN];
+        noisy[4] = 0;
+        assert_eq!(Descriptor::parse(&noisy).unwrap(), Descriptor::unused());
+    }
+
     use super::*;
 
     #[test]

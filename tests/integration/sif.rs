@@ -372,34 +372,75 @@ proptest! {
         let time = sifovl::sif::GO_ZERO_TIME;
         let mut image = MemoryImage::create(&CreateOptions { capacity: 12, ..CreateOptions::default() }).unwrap();
         for op in ops {
-            let ids: Vec<u32> = image.container.objects().map(|d| d.id).collect();
+            let before: Vec<sifovl::sif::Descriptor> = image.container.objects().cloned().collect();
+            let ids: Vec<u32> = before.iter().map(|d| d.id).collect();
             let pick = |p: usize| ids.get(p % ids.len().max(1)).copied();
-            let result = match op {
+            let full = before.len() == 12;
+            let has_primary = image.container.primary_partition().is_some();
+            match op {
                 EditOp::AddBlob(data) => {
                     let d = sifovl::oci::Digest::of(&data);
-                    image.add(ObjectSpec::oci_blob(DataType::OciBlob, &d, 0), &data, time).map(|_| ())
+                    let result = image.add(ObjectSpec::oci_blob(DataType::OciBlob, &d, 0), &data, time);
+                    // Refused exactly when the descriptor table is full.
+                    prop_assert_eq!(result.is_err(), full, "{:?}", result);
+                    if let Ok(id) = result {
+                        let o = image.container.object(id).unwrap().clone();
+                        prop_assert_eq!(&image.bytes()[o.offset as usize..(o.offset + o.size) as usize], &data[..]);
+                        prop_assert_eq!(o.oci_digest().unwrap(), d);
+                        prop_assert_eq!(image.container.objects().count(), before.len() + 1);
+                    }
                 }
                 EditOp::AddPartition { size, primary } => {
                     let part = if primary { sifovl::sif::PartType::PrimSys } else { sifovl::sif::PartType::System };
                     let spec = ObjectSpec::partition(sifovl::sif::FsType::Raw, part, sifovl::sif::Arch::Amd64, 1, 0);
-                    image.add(spec, &vec![0xAB; size], time).map(|_| ())
+                    let result = image.add(spec, &vec![0xAB; size], time);
+                    // Refused when full, or when a second primary partition is asked for.
+                    prop_assert_eq!(result.is_err(), full || (primary && has_primary), "{:?}", result);
+                    if let Ok(id) = result {
+                        let o = image.container.object(id).unwrap().clone();
+                        prop_assert!(image.bytes()[o.offset as usize..(o.offset + o.size) as usize].iter().all(|&b| b == 0xAB));
+                    }
                 }
-                EditOp::Delete { pick: p, zero, compact } => match pick(p) {
-                    Some(id) => image.delete(id, zero, compact, time),
-                    None => Ok(()),
-                },
-                EditOp::SetDigest { pick: p } => match pick(p) {
-                    Some(id) => image.set_oci_digest(id, &sifovl::oci::Digest::of(b"x"), time),
-                    None => Ok(()),
-                },
-                EditOp::SetPrimary { pick: p } => match pick(p) {
-                    Some(id) => image.set_primary_partition(id, time),
-                    None => Ok(()),
-                },
-            };
-            // Refusals (full table, second primary, wrong type) are fine; corruption is not.
-            let _ = result;
+                EditOp::Delete { pick: p, zero, compact } => {
+                    if let Some(id) = pick(p) {
+                        let gone = image.container.object(id).unwrap().clone();
+                        image.delete(id, zero, compact, time).unwrap();
+                        prop_assert!(image.container.object(id).is_err());
+                        prop_assert_eq!(image.container.objects().count(), before.len() - 1);
+                        if zero && !compact {
+                            let end = (gone.offset + gone.size).min(image.bytes().len() as u64);
+                            prop_assert!(image.bytes()[gone.offset as usize..end as usize].iter().all(|&b| b == 0));
+                        }
+                    }
+                }
+                EditOp::SetDigest { pick: p } => {
+                    if let Some(id) = pick(p) {
+                        let oci = matches!(image.container.object(id).unwrap().data_type, DataType::OciBlob | DataType::OciRootIndex);
+                        let x = sifovl::oci::Digest::of(b"x");
+                        let result = image.set_oci_digest(id, &x, time);
+                        // Allowed exactly on OCI objects, and then the digest reads back.
+                        prop_assert_eq!(result.is_ok(), oci, "{:?}", result);
+                        if oci {
+                            prop_assert_eq!(image.container.object(id).unwrap().oci_digest().unwrap(), x);
+                        }
+                    }
+                }
+                EditOp::SetPrimary { pick: p } => {
+                    if let Some(id) = pick(p) {
+                        let kind = image.container.object(id).unwrap().partition().ok().map(|q| q.part_type);
+                        let result = image.set_primary_partition(id, time);
+                        // Allowed on system partitions (and a no-op on the primary one).
+                        let allowed = matches!(kind, Some(sifovl::sif::PartType::System | sifovl::sif::PartType::PrimSys));
+                        prop_assert_eq!(result.is_ok(), allowed, "{:?}", result);
+                        if allowed {
+                            prop_assert_eq!(image.container.primary_partition().map(|d| d.id), Some(id));
+                        }
+                    }
+                }
+            }
             assert_consistent(image.bytes());
+            // What is in memory is what loads from the bytes.
+            prop_assert_eq!(&sifovl::sif::Container::from_bytes(image.bytes()).unwrap(), &image.container);
         }
     }
 }
