@@ -531,3 +531,46 @@ impl CharDevice for std::fs::FileType {
         std::os::unix::fs::FileTypeExt::is_char_device(self)
     }
 }
+
+#[test]
+fn ls_reads_fuse_overlayfs_markers_as_deletions() {
+    require_tool!("debugfs");
+    let (dir, image) = scratch("sample.oci.sif");
+    run_ok(sifovl().args(["add", "--sparse"]).arg(&image));
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    let e = empty.display();
+    simulate_writable_run(
+        &image,
+        &[
+            &format!("write {e} /upper/.wh.hello.txt"),
+            "mkdir /upper/etc",
+            &format!("write {e} /upper/etc/.wh..wh..opq"),
+            "mknod /upper/etc/.wh..opq c 0 0",
+            "mknod /upper/gone c 0 0",
+        ],
+    );
+    let text = String::from_utf8(run_ok(sifovl().arg("ls").arg(&image))).unwrap();
+    for line in [
+        "/upper/.wh.hello.txt  (whiteout of /upper/hello.txt)",
+        "/upper/etc  (opaque)",
+        "/upper/etc/.wh..opq device 0,0  (marker)",
+        "/upper/etc/.wh..wh..opq  (marker)",
+        "/upper/gone device 0,0  (whiteout)",
+    ] {
+        assert!(
+            text.lines().any(|l| l.ends_with(line)),
+            "{line:?} not in\n{text}"
+        );
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&run_ok(sifovl().args(["ls", "--json"]).arg(&image))).unwrap();
+    let marker = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "/upper/.wh.hello.txt")
+        .unwrap();
+    assert_eq!(marker["whiteout"], true);
+    assert_eq!(marker["deletes"], "/upper/hello.txt");
+}
