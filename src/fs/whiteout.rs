@@ -446,6 +446,7 @@ pub struct UpperToOverlayfs<S> {
     current_real: bool,
     done: bool,
     report: UpperConversion,
+    repeated: u64,
 }
 
 fn ancestor_or_self(dir: &[u8], path: &[u8]) -> bool {
@@ -488,12 +489,18 @@ impl<S: EntrySource> UpperToOverlayfs<S> {
             current_real: false,
             done: false,
             report: UpperConversion::default(),
+            repeated: 0,
         }
     }
 
     /// What was converted so far (complete once the stream has ended).
     pub fn report(&self) -> &UpperConversion {
         &self.report
+    }
+
+    /// How many directories were yielded a second time (made opaque by a later marker).
+    pub fn repeated_dirs(&self) -> u64 {
+        self.repeated
     }
 
     /// The complete report, once the stream has ended.
@@ -537,6 +544,7 @@ impl<S: EntrySource> UpperToOverlayfs<S> {
                 ..dir.clone()
             };
             self.out.push_back((again, false));
+            self.repeated += 1;
         }
     }
 
@@ -878,6 +886,7 @@ mod tests {
                 assert_eq!(content, &expected, "{path}: content from the inner stream");
             }
         }
+        assert_eq!(conv.repeated_dirs(), 1, "etc2 yielded again, opaque");
         let report = conv.into_report();
         assert_eq!(
             report,

@@ -187,9 +187,10 @@ fn write_squashfs(
             entries: 0,
         };
         copy(&mut source)?;
+        let entries = source.entries - source.inner.repeated_dirs();
         let conversion = source.inner.into_report();
         let dropped = source.dropped + conversion.dangling_markers + conversion.opaque_markers;
-        (source.entries, dropped, conversion)
+        (entries, dropped, conversion)
     };
     let len = writer.finish()?;
     Ok((len, entries, dropped, conversion))
