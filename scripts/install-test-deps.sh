@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install the independent oracles the test suite checks our output with (e2fsprogs,
-# squashfs-tools, squashfs-tools-ng, skopeo, umoci, attr, docker-registry, ...).
+# squashfs-tools, squashfs-tools-ng, skopeo, umoci, attr, docker-registry, ...) and the FUSE
+# stack SingularityCE runs --writable jobs on (squashfuse, fuse2fs, fuse-overlayfs).
 # Idempotent and quiet when everything is already there. Needs root (or sudo) for apt.
 set -euo pipefail
 
-packages=(e2fsprogs squashfs-tools squashfs-tools-ng squashfuse fuse3 skopeo umoci attr tar gzip zstd xz-utils python3
+packages=(e2fsprogs squashfs-tools squashfs-tools-ng squashfuse fuse3 fuse2fs fuse-overlayfs skopeo umoci attr tar gzip zstd xz-utils python3
           openssl curl docker-registry apache2-utils)
 missing=()
 for p in "${packages[@]}"; do

@@ -39,6 +39,14 @@ pub struct AddArgs {
     pub json: bool,
 }
 
+/// Entries of an overlay's upper/ that the AUFS-marker conversion handled by a fallback
+/// rule (docs/whiteouts.md), on standard error.
+fn warn_upper(warnings: &[String]) {
+    for warning in warnings {
+        eprintln!("sifovl: warning: overlay upper{warning}");
+    }
+}
+
 /// What an edit invalidated, on standard error.
 fn warn_invalidated(signatures: &[u32], dropped_cosign: usize) {
     for id in signatures {
@@ -202,6 +210,7 @@ pub fn recover(args: RecoverArgs) -> Result<Outcome> {
   sifovl seal image.oci.sif                     # gzip squashfs layer, owners kept
   sifovl seal --root-owned image.oci.sif        # every owner 0:0, as SingularityCE does
   sifovl seal --compression zstd:19 image.oci.sif
+  sifovl seal --keep-aufs-markers image.oci.sif # .wh.* files kept, as SingularityCE does
   sifovl seal --force native.sif                # native SIF: squashfs overlay partition")]
 pub struct SealArgs {
     /// The image whose writable overlay becomes read-only.
@@ -215,6 +224,11 @@ pub struct SealArgs {
     /// Map every owner to 0:0, as the reference `overlay seal` does.
     #[arg(long)]
     pub root_owned: bool,
+    /// Keep fuse-overlayfs's AUFS markers (.wh.NAME, .wh..wh..opq files) as they are, as
+    /// the reference does; by default they become OverlayFS whiteouts and opaque xattrs,
+    /// which the kernel's overlayfs honours too.
+    #[arg(long)]
+    pub keep_aufs_markers: bool,
     /// Seal even if SIF signatures will no longer verify.
     #[arg(long)]
     pub force: bool,
@@ -233,14 +247,16 @@ pub fn seal(args: SealArgs) -> Result<Outcome> {
         mkfs_time: std::env::var("SOURCE_DATE_EPOCH")
             .ok()
             .and_then(|v| v.parse().ok()),
+        keep_aufs_markers: args.keep_aufs_markers,
     };
     let report = ops::seal::seal(&args.image, &options)?;
     warn_invalidated(
         &report.invalidated_signatures,
         report.dropped_cosign_entries,
     );
+    warn_upper(&report.aufs_markers.warnings);
     emit(args.json, &report, |r| {
-        format!(
+        let mut text = format!(
             "{}: sealed {} entries of a {} MiB overlay into a {}-byte squashfs (object {} at offset {}); file {} -> {} bytes",
             r.image,
             r.entries,
@@ -250,7 +266,15 @@ pub fn seal(args: SealArgs) -> Result<Outcome> {
             r.offset,
             r.file_size_before,
             r.file_size_after
-        )
+        );
+        let c = &r.aufs_markers;
+        if c.whiteouts + c.opaque_markers > 0 {
+            text.push_str(&format!(
+                "\n  fuse-overlayfs markers converted: {} .wh. files -> 0/0 whiteouts, {} .wh..wh..opq -> opaque xattrs",
+                c.whiteouts, c.opaque_markers
+            ));
+        }
+        text
     })?;
     Ok(Outcome::Success)
 }
@@ -376,7 +400,9 @@ pub fn mktar(args: MktarArgs) -> Result<Outcome> {
 #[derive(Args)]
 #[command(
     after_help = "The layer's OverlayFS whiteouts (0/0 devices, opaque xattrs) become AUFS
-whiteouts (.wh.NAME, .wh..wh..opq), as Docker and Podman expect in tar layers.
+whiteouts (.wh.NAME, .wh..wh..opq), as Docker and Podman expect in tar layers. Without
+--layer, the last layer; when that is the writable ext3 overlay, its upper/ is exported
+(fuse-overlayfs's markers read as deletions and opaque directories).
 
 Examples:
   sifovl export-layer --layer 0 image.oci.sif layer0.tar.gz
@@ -386,7 +412,7 @@ pub struct ExportLayerArgs {
     pub image: PathBuf,
     /// The tar layer to create (overwritten).
     pub output: PathBuf,
-    /// OCI layer index (default: the last layer).
+    /// OCI layer index (default: the last layer, or the writable overlay's upper/).
     #[arg(long)]
     pub layer: Option<usize>,
     /// none, gzip[:1-9] (default gzip:6) or zstd[:1-22].
@@ -408,6 +434,7 @@ pub fn export_layer(args: ExportLayerArgs) -> Result<Outcome> {
         &args.output,
         sifovl::fs::tar::TarCompression::parse(&args.compression)?,
     )?;
+    warn_upper(&report.warnings);
     print_layer(&report, args.json)?;
     Ok(Outcome::Success)
 }

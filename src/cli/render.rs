@@ -128,8 +128,15 @@ pub fn listing(entries: &[Listed]) -> String {
             line.push_str(arrow);
             line.push_str(target);
         }
-        if e.whiteout {
+        if let Some(deleted) = &e.deletes {
+            line.push_str("  (whiteout of ");
+            line.push_str(deleted);
+            line.push(')');
+        } else if e.whiteout {
             line.push_str("  (whiteout)");
+        }
+        if e.marker {
+            line.push_str("  (marker)");
         }
         if e.opaque {
             line.push_str("  (opaque)");

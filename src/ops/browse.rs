@@ -8,10 +8,10 @@ use serde::Serialize;
 use super::Image;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::fs::entry::{EntryKind, EntrySource};
+use crate::fs::entry::{EntryKind, EntrySource, display_path};
 use crate::fs::ext::ExtFs;
 use crate::fs::squashfs::SquashfsReader;
-use crate::fs::whiteout;
+use crate::fs::whiteout::{self, UpperMarker};
 use crate::oci::MediaType;
 use crate::sif::{FsType, PartType};
 
@@ -56,10 +56,17 @@ pub struct Listed {
     pub mtime: i64,
     /// Symlink or hard-link target, or `major,minor` of a device.
     pub target: Option<String>,
-    /// An OverlayFS whiteout (0/0 character device) or an opaque directory.
+    /// A deletion: an OverlayFS whiteout (0/0 character device) or an AUFS marker
+    /// (empty `.wh.NAME` file, as fuse-overlayfs writes), or an opaque directory (xattr or
+    /// `.wh..wh..opq` marker inside).
     pub whiteout: bool,
     /// A directory marked opaque (hides the layers below).
     pub opaque: bool,
+    /// For an AUFS `.wh.NAME` marker, the path it deletes.
+    pub deletes: Option<String>,
+    /// A marker that is no entry of its own: `.wh..wh..opq` or fuse-overlayfs's dangling
+    /// `.wh..opq` device.
+    pub marker: bool,
     /// Names of its extended attributes.
     pub xattrs: Vec<String>,
     /// sha256 of a file's content (with `--hash`).
@@ -76,7 +83,9 @@ pub enum Target {
 }
 
 fn walk_all(source: &mut dyn EntrySource, hash: bool, out: &mut Vec<Listed>) -> Result<()> {
+    let mut opaque_dirs = std::collections::HashSet::new();
     while let Some(e) = source.next_entry()? {
+        let aufs = whiteout::upper_marker(&e);
         let (kind, size, target) = match &e.kind {
             EntryKind::Directory => (ListedKind::Dir, 0, None),
             EntryKind::File { size } => (ListedKind::File, *size, None),
@@ -93,11 +102,7 @@ fn walk_all(source: &mut dyn EntrySource, hash: bool, out: &mut Vec<Listed>) -> 
             }
             EntryKind::Fifo => (ListedKind::Fifo, 0, None),
             EntryKind::Socket => (ListedKind::Socket, 0, None),
-            EntryKind::HardLink { target } => (
-                ListedKind::Hardlink,
-                0,
-                Some(crate::fs::entry::display_path(target)),
-            ),
+            EntryKind::HardLink { target } => (ListedKind::Hardlink, 0, Some(display_path(target))),
         };
         let sha256 = if hash && kind == ListedKind::File {
             let (d, _) = Digest::of_reader(&mut source.read_content()?)
@@ -114,8 +119,14 @@ fn walk_all(source: &mut dyn EntrySource, hash: bool, out: &mut Vec<Listed>) -> 
             gid: e.metadata.gid,
             size,
             mtime: e.metadata.mtime,
-            whiteout: matches!(e.kind, EntryKind::CharDevice { major: 0, minor: 0 }),
-            opaque: whiteout::is_opaque(&e.metadata),
+            whiteout: matches!(aufs, Some(UpperMarker::Whiteout(_)))
+                || (aufs.is_none() && e.kind == EntryKind::CharDevice { major: 0, minor: 0 }),
+            opaque: whiteout::is_opaque_upper(&e.metadata),
+            deletes: match &aufs {
+                Some(UpperMarker::Whiteout(p)) => Some(display_path(p)),
+                _ => None,
+            },
+            marker: matches!(aufs, Some(UpperMarker::Opaque(_) | UpperMarker::Dangling)),
             target,
             xattrs: e
                 .metadata
@@ -125,6 +136,12 @@ fn walk_all(source: &mut dyn EntrySource, hash: bool, out: &mut Vec<Listed>) -> 
                 .collect(),
             sha256,
         });
+        if let Some(UpperMarker::Opaque(dir)) = aufs {
+            opaque_dirs.insert(display_path(&dir));
+        }
+    }
+    for listed in out.iter_mut() {
+        listed.opaque |= listed.kind == ListedKind::Dir && opaque_dirs.contains(&listed.path);
     }
     Ok(())
 }

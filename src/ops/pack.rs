@@ -8,12 +8,13 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::browse::{self, Target};
-use crate::error::{Result, ResultExt};
+use crate::error::{Error, Result, ResultExt};
 use crate::fs::dir::DirSource;
 use crate::fs::entry::{EntrySource, copy_entries};
+use crate::fs::ext::ExtFs;
 use crate::fs::squashfs::{SquashfsReader, SquashfsWriter, WriterOptions};
 use crate::fs::tar::{TarCompression, TarLayerWriter};
-use crate::fs::whiteout::ToAufs;
+use crate::fs::whiteout::{ToAufs, UpperToOverlayfs};
 
 /// What `mksquashfs` wrote.
 #[derive(Debug, Clone, Serialize)]
@@ -39,6 +40,9 @@ pub struct LayerReport {
     pub diff_id: String,
     /// Stored size.
     pub size: u64,
+    /// Entries of an overlay's upper/ handled by a fallback rule of the AUFS-marker
+    /// conversion (docs/whiteouts.md); empty for squashfs layers and directories.
+    pub warnings: Vec<String>,
 }
 
 /// Pack the directory `dir` into the squashfs image `output` (created or overwritten).
@@ -63,7 +67,9 @@ pub fn mktar(dir: &Path, output: &Path, compression: TarCompression) -> Result<L
 }
 
 /// Write squashfs layer `target` of the image at `image` as a tar layer with AUFS
-/// whiteouts: the tar conversion a registry push needs.
+/// whiteouts: the tar conversion a registry push needs. When `target` is the writable ext3
+/// overlay, its `upper/` is the layer, read as both overlay drivers write it
+/// (`UpperToOverlayfs`).
 pub fn export_layer(
     image: &Path,
     target: Target,
@@ -71,10 +77,21 @@ pub fn export_layer(
     compression: TarCompression,
 ) -> Result<LayerReport> {
     let (file, offset, size) = browse::locate(image, target)?;
-    let reader = SquashfsReader::open(&file, offset, size)
-        .map_err(|e| e.context(format!("{}: layer", image.display())))?;
-    let mut source = ToAufs::new(reader.walk()?);
-    write_tar(&mut source, output, compression)
+    let ctx = |e: Error| e.context(format!("{}: layer", image.display()));
+    let mut magic = [0u8; 4];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut magic, offset)
+        .with_context(|| image.display())?;
+    if &magic == b"hsqs" {
+        let reader = SquashfsReader::open(&file, offset, size).map_err(ctx)?;
+        let mut source = ToAufs::new(reader.walk()?);
+        return write_tar(&mut source, output, compression);
+    }
+    let ext = ExtFs::open(&file, offset, size).map_err(ctx)?;
+    let upper = UpperToOverlayfs::new(ext.walk_dir(b"upper").map_err(ctx)?);
+    let mut source = ToAufs::new(upper);
+    let mut report = write_tar(&mut source, output, compression)?;
+    report.warnings = source.into_inner().into_report().warnings;
+    Ok(report)
 }
 
 fn write_tar(
@@ -92,5 +109,6 @@ fn write_tar(
         digest: digests.digest.to_string(),
         diff_id: digests.diff_id.to_string(),
         size: digests.size,
+        warnings: Vec::new(),
     })
 }

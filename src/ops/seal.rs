@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::fs::entry::{Entry, EntryKind, EntrySink, EntrySource};
 use crate::fs::ext::ExtFs;
 use crate::fs::squashfs::{Compression, SquashfsWriter, WriterOptions};
+use crate::fs::whiteout::{UpperConversion, UpperToOverlayfs};
 use crate::journal::Edit;
 use crate::oci::{Descriptor, MediaType};
 use crate::ocisif::{BlobData, NewBlob, OciImage};
@@ -33,6 +34,10 @@ pub struct SealOptions {
     /// The squashfs superblock time (seconds since the epoch); `None` is now, as mksquashfs.
     /// The CLI fills it from `SOURCE_DATE_EPOCH` (reproducible builds' convention).
     pub mkfs_time: Option<u32>,
+    /// Keep AUFS markers (`.wh.NAME`, `.wh..wh..opq`) and fuse-overlayfs's private xattrs
+    /// as the overlay holds them, as the reference does, instead of converting them to
+    /// the OverlayFS form (docs/seal.md).
+    pub keep_aufs_markers: bool,
 }
 
 impl Default for SealOptions {
@@ -43,6 +48,7 @@ impl Default for SealOptions {
             root_owned: false,
             force: false,
             mkfs_time: None,
+            keep_aufs_markers: false,
         }
     }
 }
@@ -76,14 +82,20 @@ pub struct SealReport {
     pub dropped_cosign_entries: usize,
     /// SIF signature objects that no longer verify after the edit.
     pub invalidated_signatures: Vec<u32>,
+    /// What the AUFS-marker conversion did (all zero with `keep_aufs_markers`); its
+    /// `warnings` name every entry handled by a fallback rule.
+    pub aufs_markers: UpperConversion,
 }
 
-/// The entries of `upper/` as the sealed layer must hold them: fuse-overlayfs's dangling
-/// `.wh..opq` 0/0 devices dropped (as the reference's mksquashfs exclude does), owners
-/// mapped to root when asked.
+/// The entries of `upper/` as the sealed layer must hold them: AUFS markers converted
+/// (`UpperToOverlayfs`, which drops the dangling `.wh..opq` devices) unless kept, then any
+/// `.wh..opq` left dropped (as the reference's mksquashfs exclude does), owners mapped to
+/// root when asked.
 struct SealFilter<S> {
     inner: S,
     root_owned: bool,
+    /// Drop `.wh..opq` by name (the reference's exclude; the conversion does it otherwise).
+    drop_opq: bool,
     dropped: u64,
     entries: u64,
 }
@@ -94,7 +106,7 @@ impl<S: EntrySource> EntrySource for SealFilter<S> {
             let Some(mut entry) = self.inner.next_entry()? else {
                 return Ok(None);
             };
-            if entry.name() == b".wh..opq" && !entry.path.is_empty() {
+            if self.drop_opq && entry.name() == b".wh..opq" && !entry.path.is_empty() {
                 self.dropped += 1;
                 continue;
             }
@@ -112,13 +124,16 @@ impl<S: EntrySource> EntrySource for SealFilter<S> {
     }
 }
 
+/// What `write_squashfs` wrote: length, entries, dropped markers, the conversion's report.
+type Written = (u64, u64, u64, UpperConversion);
+
 /// Write the sealed squashfs of `overlay` into `file` at `at`.
 fn write_squashfs(
     file: &File,
     overlay: Overlay,
     at: u64,
     options: &SealOptions,
-) -> Result<(u64, u64, u64)> {
+) -> Result<Written> {
     let ext = ExtFs::open(file, overlay.offset, overlay.size)?;
     if ext.needs_recovery() {
         return Err(Error::refused(
@@ -130,12 +145,6 @@ fn write_squashfs(
     let upper = ext
         .walk_dir(b"upper")
         .map_err(|e| e.context("overlay upper/"))?;
-    let mut source = SealFilter {
-        inner: upper,
-        root_owned: options.root_owned,
-        dropped: 0,
-        entries: 0,
-    };
     let mut writer = SquashfsWriter::new(
         file,
         at,
@@ -147,17 +156,44 @@ fn write_squashfs(
         },
     )?;
     let progress = crate::progress::task("sealing", overlay.size);
-    while let Some(entry) = source.next_entry()? {
-        if let EntryKind::File { size } = entry.kind {
-            let mut content = source.read_content()?;
-            writer.add_entry(&entry, Some(&mut content))?;
-            progress.advance(size);
-        } else {
-            writer.add_entry(&entry, None)?;
+    let mut copy = |source: &mut dyn EntrySource| -> Result<()> {
+        while let Some(entry) = source.next_entry()? {
+            if let EntryKind::File { size } = entry.kind {
+                let mut content = source.read_content()?;
+                writer.add_entry(&entry, Some(&mut content))?;
+                progress.advance(size);
+            } else {
+                writer.add_entry(&entry, None)?;
+            }
         }
-    }
+        Ok(())
+    };
+    let (entries, dropped, conversion) = if options.keep_aufs_markers {
+        let mut source = SealFilter {
+            inner: upper,
+            root_owned: options.root_owned,
+            drop_opq: true,
+            dropped: 0,
+            entries: 0,
+        };
+        copy(&mut source)?;
+        (source.entries, source.dropped, UpperConversion::default())
+    } else {
+        let mut source = SealFilter {
+            inner: UpperToOverlayfs::new(upper),
+            root_owned: options.root_owned,
+            drop_opq: false,
+            dropped: 0,
+            entries: 0,
+        };
+        copy(&mut source)?;
+        let entries = source.entries - source.inner.repeated_dirs();
+        let conversion = source.inner.into_report();
+        let dropped = source.dropped + conversion.dangling_markers + conversion.opaque_markers;
+        (entries, dropped, conversion)
+    };
     let len = writer.finish()?;
-    Ok((len, source.entries, source.dropped))
+    Ok((len, entries, dropped, conversion))
 }
 
 /// Seal the overlay of the image at `path`.
@@ -192,13 +228,15 @@ pub fn seal(path: &Path, options: &SealOptions) -> Result<SealReport> {
         file_size_after: 0,
         dropped_cosign_entries: 0,
         invalidated_signatures: signatures,
+        aufs_markers: UpperConversion::default(),
     };
     let mut edit = Edit::begin(path, &file)?;
     let (staged, len) = edit
         .stage_with(|f, at| {
-            let (len, entries, dropped) = write_squashfs(f, overlay, at, options)?;
+            let (len, entries, dropped, conversion) = write_squashfs(f, overlay, at, options)?;
             report.entries = entries;
             report.dropped_markers = dropped;
+            report.aufs_markers = conversion;
             Ok(len)
         })
         .map_err(ctx)?;

@@ -5,6 +5,7 @@ mod util;
 mod cli;
 mod crash;
 mod ext;
+mod fuse_stack;
 mod layering;
 mod ocisif;
 mod seal;

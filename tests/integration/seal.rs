@@ -50,6 +50,9 @@ fn writable_run(dir: &Path) -> Vec<String> {
         "mknod /upper/opaque/.wh..opq c 0 0".into(),
         format!("write {} /upper/opaque/.wh..wh..opq", p(&dir.join("empty"))),
         format!("write {} /upper/opaque/inside.txt", p(&new)),
+        // fuse-overlayfs on fuse2fs: a deletion as an empty `.wh.` file; and a `.wh.` file
+        // with data, which no driver writes as a marker (kept, with a warning).
+        format!("write {} /upper/.wh.gone.txt", p(&dir.join("empty"))),
         // Hard links, symlinks, devices, a fifo, a big and a sparse file.
         "mkdir /upper/data".into(),
         format!("write {} /upper/data/big.bin", p(&big)),
@@ -60,6 +63,7 @@ fn writable_run(dir: &Path) -> Vec<String> {
         "mknod /upper/data/disk b 8 1".into(),
         "mknod /upper/data/pipe p".into(),
         format!("write {} /upper/data/sparse.bin", p(&sparse)),
+        format!("write {} /upper/data/.wh.notes", p(&new)),
         // Something in work/ that must never be sealed.
         format!("write {} /work/junk", p(&new)),
     ]
@@ -149,30 +153,52 @@ fn extract(bytes: &[u8], offset: u64, size: u64, dir: &Path) -> std::path::PathB
     out
 }
 
-fn assert_sealed_tree(root: &Path, root_owned: bool) {
+/// `keep_markers`: sealed with `--keep-aufs-markers` (the reference's bytes).
+fn assert_sealed_tree(root: &Path, root_owned: bool, keep_markers: bool) {
     let tree = walk(root);
     let names: Vec<&str> = tree.keys().map(String::as_str).collect();
+    let mut expected = vec![
+        "bin",
+        "data",
+        "data/.wh.notes",
+        "data/big-link.bin",
+        "data/big.bin",
+        "data/disk",
+        "data/link",
+        "data/null",
+        "data/pipe",
+        "data/sparse.bin",
+        "etc",
+        "etc/os-release",
+        "hello.txt",
+        "new.txt",
+        "opaque",
+        "opaque/inside.txt",
+    ];
+    if keep_markers {
+        expected.extend([".wh.gone.txt", "opaque/.wh..wh..opq"]);
+    } else {
+        expected.push("gone.txt");
+    }
+    expected.sort();
     assert_eq!(
-        names,
-        [
-            "bin",
-            "data",
-            "data/big-link.bin",
-            "data/big.bin",
-            "data/disk",
-            "data/link",
-            "data/null",
-            "data/pipe",
-            "data/sparse.bin",
-            "etc",
-            "etc/os-release",
-            "hello.txt",
-            "new.txt",
-            "opaque",
-            "opaque/.wh..wh..opq",
-            "opaque/inside.txt",
-        ],
-        "work/, lost+found and .wh..opq markers are not sealed"
+        names, expected,
+        "work/, lost+found and .wh..opq markers are not sealed; AUFS markers converted unless kept"
+    );
+    if !keep_markers {
+        assert_eq!(
+            (
+                tree["gone.txt"].kind,
+                tree["gone.txt"].rdev,
+                tree["gone.txt"].mode
+            ),
+            ("char", 0, 0o644),
+            "the empty .wh.gone.txt became a 0/0 whiteout with its mode"
+        );
+    }
+    assert_eq!(
+        tree["data/.wh.notes"].kind, "file",
+        "a .wh. file with data is kept"
     );
     let new = &tree["new.txt"];
     assert_eq!(new.content.as_deref(), Some(&b"created by the job\n"[..]));
@@ -223,13 +249,20 @@ fn assert_sealed_tree(root: &Path, root_owned: bool) {
     );
     let opaque = getfattr(&root.join("opaque"));
     assert!(opaque.contains("trusted.overlay.opaque=0x79"), "{opaque}");
+    // For the kernel's overlayfs with userxattr, and fuse-overlayfs on squashfuse < 0.5.
+    assert_eq!(
+        opaque.contains("user.overlay.opaque=0x79"),
+        !keep_markers,
+        "{opaque}"
+    );
 }
 
 fn libc_makedev(major: u64, minor: u64) -> u64 {
     ((major & 0xfff) << 8) | (minor & 0xff) | ((minor & !0xff) << 12) | ((major & !0xfff) << 32)
 }
 
-fn sealed_oci_image(root_owned: bool) -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
+/// An OCI-SIF with a changed overlay, sealed with `seal ARGS`; also seal's stderr.
+fn sealed_oci_image(args: &[&str]) -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>, String) {
     let (dir, image) = scratch("sample.oci.sif");
     run_ok(sifovl().args(["add", "--sparse"]).arg(&image));
     std::fs::write(dir.path().join("empty"), b"").unwrap();
@@ -237,13 +270,15 @@ fn sealed_oci_image(root_owned: bool) -> (tempfile::TempDir, std::path::PathBuf,
     let refs: Vec<&str> = commands.iter().map(String::as_str).collect();
     simulate_writable_run(&image, &refs);
     let before = std::fs::read(&image).unwrap();
-    let args: &[&str] = if root_owned {
-        &["seal", "--root-owned"]
-    } else {
-        &["seal"]
-    };
-    run_ok(sifovl().args(args).arg(&image));
-    (dir, image, before)
+    let out = sifovl()
+        .arg("seal")
+        .args(args)
+        .arg(&image)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "seal {args:?}: {stderr}");
+    (dir, image, before, stderr)
 }
 
 #[test]
@@ -251,7 +286,11 @@ fn seal_turns_the_overlay_into_a_squashfs_layer() {
     require_tool!("unsquashfs");
     require_tool!("debugfs");
     require_tool!("getfattr");
-    let (dir, image, before) = sealed_oci_image(false);
+    let (dir, image, before, stderr) = sealed_oci_image(&[]);
+    assert!(
+        stderr.contains("sifovl: warning: overlay upper/data/.wh.notes: a .wh. name that is not an empty regular file"),
+        "{stderr}"
+    );
     let after = std::fs::read(&image).unwrap();
     assert!(after.len() < before.len(), "the file shrank");
     assert_oci_sif_invariants(&after, true);
@@ -282,7 +321,7 @@ fn seal_turns_the_overlay_into_a_squashfs_layer() {
         (old.objects[1].slot, old.objects[1].offset)
     );
     let root = extract(&after, layer.offset, layer.size, dir.path());
-    assert_sealed_tree(&root, false);
+    assert_sealed_tree(&root, false, false);
     // unsquashfs -lls agrees on the link count and the whiteouts.
     let sqfs = dir.path().join("layer.sqfs");
     let listing = String::from_utf8(run_ok(
@@ -319,6 +358,7 @@ fn seal_turns_the_overlay_into_a_squashfs_layer() {
     for expected in [
         ".wh.hello.txt",
         ".wh.bin",
+        ".wh.gone.txt",
         "opaque/.wh..wh..opq",
         "data/big-link.bin",
     ] {
@@ -355,7 +395,7 @@ fn seal_root_owned_maps_every_owner_to_root() {
     require_tool!("unsquashfs");
     require_tool!("debugfs");
     require_tool!("getfattr");
-    let (dir, image, _) = sealed_oci_image(true);
+    let (dir, image, _, _) = sealed_oci_image(&["--root-owned"]);
     let after = std::fs::read(&image).unwrap();
     let sif = sifcheck::parse(&after);
     let o = sifcheck::oci(&sif, &after);
@@ -365,7 +405,26 @@ fn seal_root_owned_maps_every_owner_to_root() {
         .to_string();
     let layer = sifcheck::blob(&sif, &last);
     let root = extract(&after, layer.offset, layer.size, dir.path());
-    assert_sealed_tree(&root, true);
+    assert_sealed_tree(&root, true, false);
+}
+
+#[test]
+fn seal_keep_aufs_markers_keeps_the_references_bytes() {
+    require_tool!("unsquashfs");
+    require_tool!("debugfs");
+    require_tool!("getfattr");
+    let (dir, image, _, stderr) = sealed_oci_image(&["--keep-aufs-markers"]);
+    assert!(!stderr.contains("warning: overlay upper"), "{stderr}");
+    let after = std::fs::read(&image).unwrap();
+    let sif = sifcheck::parse(&after);
+    let o = sifcheck::oci(&sif, &after);
+    let last = o.manifest["layers"][1]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let layer = sifcheck::blob(&sif, &last);
+    let root = extract(&after, layer.offset, layer.size, dir.path());
+    assert_sealed_tree(&root, false, true);
 }
 
 #[test]
@@ -471,4 +530,47 @@ impl CharDevice for std::fs::FileType {
     fn is_char_device_compat(&self) -> bool {
         std::os::unix::fs::FileTypeExt::is_char_device(self)
     }
+}
+
+#[test]
+fn ls_reads_fuse_overlayfs_markers_as_deletions() {
+    require_tool!("debugfs");
+    let (dir, image) = scratch("sample.oci.sif");
+    run_ok(sifovl().args(["add", "--sparse"]).arg(&image));
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    let e = empty.display();
+    simulate_writable_run(
+        &image,
+        &[
+            &format!("write {e} /upper/.wh.hello.txt"),
+            "mkdir /upper/etc",
+            &format!("write {e} /upper/etc/.wh..wh..opq"),
+            "mknod /upper/etc/.wh..opq c 0 0",
+            "mknod /upper/gone c 0 0",
+        ],
+    );
+    let text = String::from_utf8(run_ok(sifovl().arg("ls").arg(&image))).unwrap();
+    for line in [
+        "/upper/.wh.hello.txt  (whiteout of /upper/hello.txt)",
+        "/upper/etc  (opaque)",
+        "/upper/etc/.wh..opq device 0,0  (marker)",
+        "/upper/etc/.wh..wh..opq  (marker)",
+        "/upper/gone device 0,0  (whiteout)",
+    ] {
+        assert!(
+            text.lines().any(|l| l.ends_with(line)),
+            "{line:?} not in\n{text}"
+        );
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&run_ok(sifovl().args(["ls", "--json"]).arg(&image))).unwrap();
+    let marker = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "/upper/.wh.hello.txt")
+        .unwrap();
+    assert_eq!(marker["whiteout"], true);
+    assert_eq!(marker["deletes"], "/upper/hello.txt");
 }
