@@ -1,18 +1,19 @@
 //! sifovl edits SIF container images, above all OCI-SIF files whose last layer is a
 //! writable ext3 overlay, entirely in userspace: no mounts, no external programs.
 //!
-//! The crate is layered; each layer knows nothing of the ones above it:
+//! The crate is layered; each layer knows nothing of the ones above it (a test enforces it):
 //!
 //! ```text
-//!   cli (bin)   thin clap front end: parse, call an op, print, map errors to exit codes
-//!   ops         add / reconcile / inspect / verify / seal as plain functions
-//!   ocisif      the OCI image layout stored inside a SIF (blobs <-> OCI.Blob objects)
-//!   oci         digests and order-preserving edits of index / manifest / config JSON
-//!   sif         the SIF container: header, descriptors, objects (no OCI knowledge)
-//!   fs          ext reader, squashfs and tar codecs, whiteouts (no SIF or OCI knowledge)
+//!   cli (bin, feature "cli")  parse, fill an op's options, render its report, exit codes
+//!   ops         add / reconcile / seal / inspect / verify / ls / pack: plain functions
+//!   ocisif      the OCI image layout stored inside a SIF; the update engine as a plan
+//!   sif | oci | fs   the SIF container | OCI media types and JSON | ext, squashfs, tar
+//!   error, digest, progress, journal   one-line errors, SHA-256, progress, crash-safe edits
 //! ```
 //!
-//! See `docs/architecture.md` for the data flow.
+//! See `docs/architecture.md` for the rules each layer keeps and the data flow.
+
+#![warn(missing_docs)]
 
 pub mod digest;
 pub mod error;

@@ -19,9 +19,13 @@ use std::io::Read;
 use crate::error::Result;
 use crate::fs::entry::{Entry, EntryKind, EntrySource, Metadata, Xattr};
 
+/// The name prefix of an AUFS whiteout: `.wh.NAME` deletes `NAME`.
 pub const AUFS_PREFIX: &[u8] = b".wh.";
+/// The AUFS opaque marker: an empty file by this name makes its directory opaque.
 pub const AUFS_OPAQUE: &[u8] = b".wh..wh..opq";
+/// fuse-overlayfs's dangling 0/0 device in opaque directories (means nothing to either form).
 pub const FUSE_OPAQUE_MARKER: &[u8] = b".wh..opq";
+/// The xattr (value `y`) that makes a directory opaque to the kernel's overlayfs.
 pub const OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
 const OPAQUE_XATTRS: [&[u8]; 2] = [b"trusted.overlay.opaque", b"user.overlay.opaque"];
 const WHITEOUT_XATTRS: [&[u8]; 2] = [b"trusted.overlay.whiteout", b"user.overlay.whiteout"];
@@ -117,6 +121,7 @@ pub struct ToAufs<S> {
 }
 
 impl<S: EntrySource> ToAufs<S> {
+    /// Convert the entries of `inner`.
     pub fn new(inner: S) -> ToAufs<S> {
         ToAufs {
             inner,
@@ -203,6 +208,7 @@ pub struct ToOverlayfs<S> {
 }
 
 impl<S: EntrySource> ToOverlayfs<S> {
+    /// Convert the entries of `inner`.
     pub fn new(inner: S) -> ToOverlayfs<S> {
         ToOverlayfs {
             inner,
