@@ -1,8 +1,6 @@
 //! A real directory tree as an entry stream (for building layers from a directory, and as a
 //! reference source in tests and benchmarks).
 
-#![warn(missing_docs)]
-
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;

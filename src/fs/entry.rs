@@ -16,8 +16,6 @@
 //!   opaque directory carries the `trusted.overlay.opaque` xattr, and an AUFS marker is a
 //!   regular file named `.wh.*`. `fs::whiteout` converts between the forms.
 
-#![warn(missing_docs)]
-
 use std::io::Read;
 
 use crate::error::Result;

@@ -5,8 +5,6 @@
 //! issue accepts this), with the options pinned so a host `mke2fs.conf` cannot slip in a
 //! feature the runtime's header check rejects.
 
-#![warn(missing_docs)]
-
 use std::fs::File;
 use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::Path;

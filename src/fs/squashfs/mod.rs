@@ -12,8 +12,6 @@
 //! Modules: `raw` holds the on-disk structures both sides share, `writer` and `reader` use
 //! them, `compress` holds the block compressors.
 
-#![warn(missing_docs)]
-
 mod compress;
 mod raw;
 mod reader;

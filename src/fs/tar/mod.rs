@@ -13,8 +13,6 @@
 //!
 //! [`EntrySource`]: crate::fs::entry::EntrySource
 
-#![warn(missing_docs)]
-
 mod header;
 mod reader;
 mod writer;
