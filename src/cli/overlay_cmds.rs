@@ -364,9 +364,10 @@ pub struct MktarArgs {
     pub dir: PathBuf,
     /// The tar layer to create (overwritten).
     pub output: PathBuf,
-    /// none, gzip[:1-9] (default gzip:6) or zstd[:1-22].
-    #[arg(long, default_value = "gzip:6")]
-    pub compression: String,
+    /// none, gzip[:1-9] or zstd[:1-22]; default from OUTPUT's name: `.tar` none,
+    /// `.tar.zst` zstd:3, otherwise gzip:6.
+    #[arg(long)]
+    pub compression: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -391,7 +392,7 @@ pub fn mktar(args: MktarArgs) -> Result<Outcome> {
     let report = ops::pack::mktar(
         &args.dir,
         &args.output,
-        sifovl::fs::tar::TarCompression::parse(&args.compression)?,
+        tar_compression(args.compression.as_deref(), &args.output)?,
     )?;
     print_layer(&report, args.json)?;
     Ok(Outcome::Success)
@@ -415,9 +416,10 @@ pub struct ExportLayerArgs {
     /// OCI layer index (default: the last layer, or the writable overlay's upper/).
     #[arg(long)]
     pub layer: Option<usize>,
-    /// none, gzip[:1-9] (default gzip:6) or zstd[:1-22].
-    #[arg(long, default_value = "gzip:6")]
-    pub compression: String,
+    /// none, gzip[:1-9] or zstd[:1-22]; default from OUTPUT's name: `.tar` none,
+    /// `.tar.zst` zstd:3, otherwise gzip:6.
+    #[arg(long)]
+    pub compression: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -432,9 +434,20 @@ pub fn export_layer(args: ExportLayerArgs) -> Result<Outcome> {
         &args.image,
         target,
         &args.output,
-        sifovl::fs::tar::TarCompression::parse(&args.compression)?,
+        tar_compression(args.compression.as_deref(), &args.output)?,
     )?;
     warn_upper(&report.warnings);
     print_layer(&report, args.json)?;
     Ok(Outcome::Success)
+}
+
+/// An explicit `--compression` wins; otherwise the output file's name decides.
+fn tar_compression(
+    explicit: Option<&str>,
+    output: &std::path::Path,
+) -> Result<sifovl::fs::tar::TarCompression> {
+    match explicit {
+        Some(text) => sifovl::fs::tar::TarCompression::parse(text),
+        None => Ok(ops::pack::tar_compression_for(output)),
+    }
 }

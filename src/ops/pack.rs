@@ -32,7 +32,7 @@ pub struct SquashfsReport {
 pub struct LayerReport {
     /// The layer written.
     pub output: String,
-    /// Entries packed.
+    /// Tar members written (as `tar -t` lists them; the root is implied).
     pub entries: u64,
     /// sha256 of the layer as stored (compressed): its OCI digest.
     pub digest: String,
@@ -58,6 +58,22 @@ pub fn mksquashfs(dir: &Path, output: &Path, options: WriterOptions) -> Result<S
         entries,
         size,
     })
+}
+
+/// The compression a tar layer's file name asks for: `.tar` none, `.tar.zst`/`.tzst` zstd,
+/// `.tar.gz`/`.tgz` (and anything else) gzip, as Docker and Podman write layers.
+pub fn tar_compression_for(output: &Path) -> TarCompression {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    if name.ends_with(".tar") {
+        TarCompression::None
+    } else if name.ends_with(".tar.zst") || name.ends_with(".tzst") {
+        TarCompression::Zstd { level: 3 }
+    } else {
+        TarCompression::Gzip { level: 6 }
+    }
 }
 
 /// Pack the directory `dir` into the tar layer `output` (created or overwritten).
@@ -101,7 +117,8 @@ fn write_tar(
 ) -> Result<LayerReport> {
     let file = File::create(output).with_context(|| output.display())?;
     let mut writer = TarLayerWriter::new(BufWriter::new(file), compression)?;
-    let entries = copy_entries(source, &mut writer)?;
+    copy_entries(source, &mut writer)?;
+    let entries = writer.members();
     let digests = writer.finish()?;
     Ok(LayerReport {
         output: output.display().to_string(),

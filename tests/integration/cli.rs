@@ -46,3 +46,42 @@ fn a_closed_stdout_ends_every_command_quietly_with_success() {
     assert_eq!(code, Some(2));
     assert!(stderr.contains("/nonexistent.sif"), "{stderr}");
 }
+
+#[test]
+fn mktar_compression_follows_the_file_name_and_counts_tar_members() {
+    crate::require_tool!("tar");
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("sub/file.txt"), b"hello\n").unwrap();
+    let magic = |path: &std::path::Path| std::fs::read(path).unwrap()[..4].to_vec();
+    for (name, explicit, expected) in [
+        ("plain.tar", None, "tar"),
+        ("layer.tar.gz", None, "gzip"),
+        ("layer.tgz", None, "gzip"),
+        ("layer.tar.zst", None, "zstd"),
+        ("forced.tar", Some("gzip:1"), "gzip"),
+        ("forced.tar.gz", Some("none"), "tar"),
+    ] {
+        let out = dir.path().join(name);
+        let mut cmd = sifovl();
+        cmd.args(["mktar", "--json"]).arg(&tree).arg(&out);
+        if let Some(c) = explicit {
+            cmd.args(["--compression", c]);
+        }
+        let report: serde_json::Value =
+            serde_json::from_slice(&crate::util::run_ok(&mut cmd)).unwrap();
+        let bytes = magic(&out);
+        let found = match bytes.as_slice() {
+            [0x1f, 0x8b, ..] => "gzip",
+            [0x28, 0xb5, 0x2f, 0xfd] => "zstd",
+            _ => "tar",
+        };
+        assert_eq!(found, expected, "{name} ({explicit:?}) holds {bytes:x?}");
+        // The count is what `tar -t` lists: sub/ and sub/file.txt, the root is implied.
+        let listing = crate::util::run_ok(std::process::Command::new("tar").arg("-tf").arg(&out));
+        let members = String::from_utf8(listing).unwrap().lines().count();
+        assert_eq!(members, 2, "{name}");
+        assert_eq!(report["entries"], 2, "{name}: {report}");
+    }
+}

@@ -372,6 +372,8 @@ fn seal_turns_the_overlay_into_a_squashfs_layer() {
         1,
         "no duplicate opaque marker"
     );
+    // The report counts tar members, as `tar -t` lists them.
+    assert_eq!(report["entries"].as_u64().unwrap() as usize, names.len());
     assert!(
         !listing
             .lines()

@@ -39,6 +39,8 @@ impl<W: Write> Write for Encoder<W> {
 pub struct TarLayerWriter<W: Write> {
     /// tar bytes -> diff_id hash -> 1 MiB buffer -> compressor -> digest hash -> `W`.
     out: HashingWriter<BufWriter<Encoder<W>>>,
+    /// Members written (the implied root is not one).
+    members: u64,
 }
 
 /// The PAX records an entry needs: what its ustar fields cannot hold, and its xattrs.
@@ -73,6 +75,11 @@ fn pax_records(name: &[u8], entry: &Entry, size: u64, link: &[u8]) -> Vec<(Strin
 }
 
 impl<W: Write> TarLayerWriter<W> {
+    /// The tar members written so far (what `tar -t` lists; the layer's root is implied).
+    pub fn members(&self) -> u64 {
+        self.members
+    }
+
     /// A writer compressing with `compression` into `out`. The same entries give the same
     /// bytes: headers are deterministic and the gzip header is fixed (no name, mtime 0).
     pub fn new(out: W, compression: TarCompression) -> Result<TarLayerWriter<W>> {
@@ -95,6 +102,7 @@ impl<W: Write> TarLayerWriter<W> {
         };
         let buffered = BufWriter::with_capacity(1 << 20, encoder);
         Ok(TarLayerWriter {
+            members: 0,
             out: HashingWriter::new(buffered),
         })
     }
@@ -202,6 +210,7 @@ impl<W: Write> EntrySink for TarLayerWriter<W> {
             // The layer's root is implied, as sqfs2tar and Docker do.
             return Ok(());
         }
+        self.members += 1;
         let mut name = entry.path.clone();
         match &entry.kind {
             EntryKind::Directory => {
