@@ -218,14 +218,8 @@ impl<S: EntrySource> ToOverlayfs<S> {
         }
     }
 
-    fn opaque(mut metadata: Metadata) -> Metadata {
-        metadata.xattrs.retain(|x| x.name != OPAQUE_XATTR);
-        metadata.xattrs.push(Xattr {
-            name: OPAQUE_XATTR.to_vec(),
-            value: b"y".to_vec(),
-        });
-        metadata.xattrs.sort();
-        metadata
+    fn opaque(metadata: Metadata) -> Metadata {
+        with_xattrs_set_to_y(metadata, &[OPAQUE_XATTR])
     }
 }
 
@@ -465,19 +459,18 @@ fn ancestor_or_self(dir: &[u8], path: &[u8]) -> bool {
 /// for the kernel's overlayfs (and fuse-overlayfs), and `user.overlay.opaque=y` for the
 /// kernel's overlayfs mounted with `userxattr` (rootless) and for fuse-overlayfs on a
 /// squashfuse older than 0.5, which reports `trusted.*` xattrs as `security.*`.
-fn with_opaque(mut metadata: Metadata) -> Metadata {
-    for name in OPAQUE_XATTRS {
-        if !metadata
-            .xattrs
-            .iter()
-            .any(|x| x.name == name && x.value == b"y")
-        {
-            metadata.xattrs.retain(|x| x.name != name);
-            metadata.xattrs.push(Xattr {
-                name: name.to_vec(),
-                value: b"y".to_vec(),
-            });
-        }
+fn with_opaque(metadata: Metadata) -> Metadata {
+    with_xattrs_set_to_y(metadata, &OPAQUE_XATTRS)
+}
+
+/// `metadata` with each xattr of `names` present once with the value `y`, xattrs sorted.
+fn with_xattrs_set_to_y(mut metadata: Metadata, names: &[&[u8]]) -> Metadata {
+    for &name in names {
+        metadata.xattrs.retain(|x| x.name != name);
+        metadata.xattrs.push(Xattr {
+            name: name.to_vec(),
+            value: b"y".to_vec(),
+        });
     }
     metadata.xattrs.sort();
     metadata

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::digest::{Digest, hash_range};
-use crate::error::{Error, Result, ResultExt};
+use crate::error::{Error, Result};
 use crate::fs::overlay::read_ext3_header;
 use crate::journal;
 use crate::ocisif::{self, Layer, OciImage};
@@ -73,8 +73,7 @@ impl Image {
 
     fn resolve(path: &Path, file: File) -> Result<Image> {
         let name = path.display().to_string();
-        let len = file.metadata().with_context(|| &name)?.len();
-        let container = Container::read(&file, len).map_err(|e| e.context(&name))?;
+        let container = super::objects::read_container(path, &file)?;
         let oci = if ocisif::is_oci_sif(&container).map_err(|e| e.context(&name))? {
             Some(ocisif::read_image(&file, &container).map_err(|e| e.context(&name))?)
         } else {

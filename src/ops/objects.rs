@@ -14,9 +14,14 @@ use crate::sif::Container;
 /// Open a SIF to read its header and descriptors (shared lock, interrupted edits recovered).
 pub fn open_container(path: &Path) -> Result<(File, Container)> {
     let file = journal::open_for_read(path)?;
-    let len = file.metadata().with_context(|| path.display())?.len();
-    let container = Container::read(&file, len).map_err(|e| e.context(path.display()))?;
+    let container = read_container(path, &file)?;
     Ok((file, container))
+}
+
+/// The SIF metadata of the open `file`; errors name `path`.
+pub(crate) fn read_container(path: &Path, file: &File) -> Result<Container> {
+    let len = file.metadata().with_context(|| path.display())?.len();
+    Container::read(file, len).map_err(|e| e.context(path.display()))
 }
 
 /// Copy object `id`'s bytes to `out`, in bounded memory; returns the bytes written. A

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::ocisif::{scratch, simulate_writable_run};
@@ -392,21 +392,26 @@ fn seal_turns_the_overlay_into_a_squashfs_layer() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not contain a writable overlay"));
 }
 
+/// Extract the sealed layer (layer 1) of `image` under `dest` with unsquashfs.
+fn extract_sealed_layer(image: &Path, dest: &Path) -> PathBuf {
+    let bytes = std::fs::read(image).unwrap();
+    let sif = sifcheck::parse(&bytes);
+    let o = sifcheck::oci(&sif, &bytes);
+    let sealed = o.manifest["layers"][1]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let layer = sifcheck::blob(&sif, &sealed);
+    extract(&bytes, layer.offset, layer.size, dest)
+}
+
 #[test]
 fn seal_root_owned_maps_every_owner_to_root() {
     require_tool!("unsquashfs");
     require_tool!("debugfs");
     require_tool!("getfattr");
     let (dir, image, _, _) = sealed_oci_image(&["--root-owned"]);
-    let after = std::fs::read(&image).unwrap();
-    let sif = sifcheck::parse(&after);
-    let o = sifcheck::oci(&sif, &after);
-    let last = o.manifest["layers"][1]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let layer = sifcheck::blob(&sif, &last);
-    let root = extract(&after, layer.offset, layer.size, dir.path());
+    let root = extract_sealed_layer(&image, dir.path());
     assert_sealed_tree(&root, true, false);
 }
 
@@ -417,15 +422,7 @@ fn seal_keep_aufs_markers_keeps_the_references_bytes() {
     require_tool!("getfattr");
     let (dir, image, _, stderr) = sealed_oci_image(&["--keep-aufs-markers"]);
     assert!(!stderr.contains("warning: overlay upper"), "{stderr}");
-    let after = std::fs::read(&image).unwrap();
-    let sif = sifcheck::parse(&after);
-    let o = sifcheck::oci(&sif, &after);
-    let last = o.manifest["layers"][1]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let layer = sifcheck::blob(&sif, &last);
-    let root = extract(&after, layer.offset, layer.size, dir.path());
+    let root = extract_sealed_layer(&image, dir.path());
     assert_sealed_tree(&root, false, true);
 }
 
