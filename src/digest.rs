@@ -142,6 +142,67 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// What a [`SharedHashingReader`] has seen, readable after the reader was handed on.
+#[derive(Clone)]
+pub struct HashHandle(std::sync::Arc<std::sync::Mutex<(Sha256, u64)>>);
+
+impl HashHandle {
+    /// The digest of everything read so far.
+    pub fn digest(&self) -> Digest {
+        let state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        Digest(state.0.clone().finalize().into())
+    }
+
+    /// Bytes read so far.
+    pub fn count(&self) -> u64 {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).1
+    }
+}
+
+/// A hashing reader for pipelines that take ownership of their input (a decompressor, a
+/// tar reader): the digest is read through the [`HashHandle`] kept aside. Reading more
+/// than `limit` bytes fails (`InvalidData`), which bounds what a decompressor may expand
+/// to.
+pub struct SharedHashingReader<R> {
+    inner: R,
+    state: HashHandle,
+    limit: u64,
+}
+
+impl<R> SharedHashingReader<R> {
+    /// Hash what is read from `inner`, failing beyond `limit` bytes.
+    pub fn new(inner: R, limit: u64) -> (Self, HashHandle) {
+        let state = HashHandle(std::sync::Arc::new(std::sync::Mutex::new((
+            Sha256::new(),
+            0,
+        ))));
+        (
+            SharedHashingReader {
+                inner,
+                state: state.clone(),
+                limit,
+            },
+            state,
+        )
+    }
+}
+
+impl<R: Read> Read for SharedHashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut state = self.state.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.0.update(&buf[..n]);
+        state.1 += n as u64;
+        if state.1 > self.limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("more than the limit of {} bytes", self.limit),
+            ));
+        }
+        Ok(n)
+    }
+}
+
 /// A reader that hashes and counts what it reads from `inner`.
 pub struct HashingReader<R> {
     inner: R,

@@ -1,6 +1,7 @@
 //! clap front end. Exit codes: 0 success, 1 "checked and found wanting" (verify, --check),
 //! 2 error (bad input, refused operation, I/O failure), printed as one line.
 
+mod image_cmds;
 mod output;
 mod overlay_cmds;
 mod render;
@@ -44,6 +45,8 @@ enum Command {
     Mktar(overlay_cmds::MktarArgs),
     /// Export a squashfs layer as a tar layer with AUFS whiteouts.
     ExportLayer(overlay_cmds::ExportLayerArgs),
+    /// Import an OCI image (layout, oci-archive, docker-archive) into a new OCI-SIF.
+    Import(image_cmds::ImportArgs),
     /// List the objects of a SIF (siftool format).
     List(sif_cmds::ListArgs),
     /// Show one object's descriptor (siftool format).
@@ -75,6 +78,7 @@ pub fn run() -> ExitCode {
         Command::Mksquashfs(args) => overlay_cmds::mksquashfs(args),
         Command::Mktar(args) => overlay_cmds::mktar(args),
         Command::ExportLayer(args) => overlay_cmds::export_layer(args),
+        Command::Import(args) => image_cmds::import(args),
         Command::List(args) => sif_cmds::list(args),
         Command::Info(args) => sif_cmds::info(args),
         Command::Header(args) => sif_cmds::header(args),

@@ -8,6 +8,7 @@ mod bytes;
 pub mod dir;
 pub mod entry;
 pub mod ext;
+pub mod merge;
 pub mod overlay;
 pub mod squashfs;
 pub mod tar;

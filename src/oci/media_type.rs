@@ -50,6 +50,16 @@ media_types! {
     SquashfsLayer = "application/vnd.sylabs.image.layer.v1.squashfs",
     /// The writable ext3 overlay layer of an OCI-SIF.
     Ext3Layer = "application/vnd.sylabs.image.layer.v1.ext3",
+    /// An uncompressed OCI tar layer.
+    OciLayerTar = "application/vnd.oci.image.layer.v1.tar",
+    /// A gzip OCI tar layer.
+    OciLayerTarGzip = "application/vnd.oci.image.layer.v1.tar+gzip",
+    /// A zstd OCI tar layer.
+    OciLayerTarZstd = "application/vnd.oci.image.layer.v1.tar+zstd",
+    /// A gzip Docker tar layer (what `docker push` and `--layer-format tar` send).
+    DockerLayerTarGzip = "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    /// An uncompressed Docker tar layer (as `docker save` archives hold them).
+    DockerLayerTar = "application/vnd.docker.image.rootfs.diff.tar",
 }
 
 impl MediaType {
@@ -67,6 +77,20 @@ impl MediaType {
     /// configs (data containers, artifacts) are kept byte for byte.
     pub fn is_image_config(&self) -> bool {
         matches!(self, MediaType::OciConfig | MediaType::DockerConfig)
+    }
+
+    /// A tar layer of any compression, including the non-distributable and foreign
+    /// variants (whose compression is found by magic bytes anyway).
+    pub fn is_tar_layer(&self) -> bool {
+        let text = self.as_str();
+        (text.starts_with("application/vnd.oci.image.layer.")
+            || text.starts_with("application/vnd.docker.image.rootfs."))
+            && text.contains(".tar")
+    }
+
+    /// A Docker (not OCI) media type: a manifest of this family gets Docker layer types.
+    pub fn is_docker(&self) -> bool {
+        self.as_str().starts_with("application/vnd.docker.")
     }
 
     /// The last path element, for compact listings (`squashfs`, `ext3`, `tar+gzip`).
@@ -116,5 +140,12 @@ mod tests {
         assert!(MediaType::DockerManifest.is_image_manifest());
         assert!(!MediaType::OciIndex.is_image_manifest());
         assert_eq!(MediaType::Ext3Layer.short_name(), "ext3");
+        assert!(MediaType::DockerLayerTarGzip.is_tar_layer());
+        assert!(
+            MediaType::parse("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip")
+                .is_tar_layer()
+        );
+        assert!(!MediaType::SquashfsLayer.is_tar_layer());
+        assert!(MediaType::DockerManifest.is_docker());
     }
 }

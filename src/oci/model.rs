@@ -15,6 +15,29 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// The history entry `overlay create` appends (Go's zero time).
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
+/// `secs` since the Unix epoch as an RFC 3339 UTC time (`2024-05-01T12:00:00Z`), the form
+/// of `created` fields.
+pub fn rfc3339_utc(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// A content descriptor: what every reference from one blob to another holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Descriptor {
@@ -119,6 +142,23 @@ impl Index {
                 .collect::<Result<_>>()?,
         };
         Ok(Index { value, entries })
+    }
+
+    /// A new OCI index holding one image descriptor, as ggcr writes a RootIndex.
+    pub fn single(image: Value) -> Index {
+        let mut value = Map::new();
+        value.insert("schemaVersion".into(), Value::from(2));
+        value.insert(
+            "mediaType".into(),
+            Value::from(MediaType::OciIndex.as_str()),
+        );
+        value.insert("manifests".into(), Value::Array(vec![image]));
+        let bytes = json::object_to_go_bytes(&value);
+        // Cannot fail: the value was built above from a valid descriptor.
+        Index::parse(&bytes, "new index").unwrap_or(Index {
+            value,
+            entries: Vec::new(),
+        })
     }
 
     /// The entries of `manifests`, in order.
@@ -249,6 +289,15 @@ impl Manifest {
             .and_then(Value::as_array_mut)
             .and_then(|l| l.get_mut(index))
             .ok_or_else(|| Error::malformed(format!("manifest has no layer {index}")))
+    }
+
+    /// Replace every layer descriptor by `layers` (of the reference's exact form).
+    pub fn set_layers(&mut self, layers: &[Descriptor]) {
+        self.value.insert(
+            "layers".into(),
+            Value::Array(layers.iter().map(Descriptor::to_json).collect()),
+        );
+        self.layers = layers.to_vec();
     }
 
     /// Replace layer `index` by a descriptor of the reference's exact form.
@@ -403,6 +452,22 @@ impl Config {
         Ok(())
     }
 
+    /// Replace `rootfs.diff_ids` by `ids`.
+    pub fn set_diff_ids(&mut self, ids: &[Digest]) {
+        let list = self.diff_ids_json();
+        *list = ids.iter().map(|d| Value::from(d.to_string())).collect();
+        self.diff_ids = ids.to_vec();
+    }
+
+    /// Replace `history` by the one entry SingularityCE writes when it converts an image's
+    /// layers: `{"created":…,"created_by":…,"comment":…}`.
+    pub fn replace_history(&mut self, created: &str, created_by: &str, comment: &str) {
+        let entry = json!({"created": created, "created_by": created_by, "comment": comment});
+        insert_in_ggcr_order(&mut self.value, "history", Value::Array(Vec::new()));
+        self.value
+            .insert("history".into(), Value::Array(vec![entry]));
+    }
+
     /// Append `{"created":"0001-01-01T00:00:00Z"}` to `history`, as `overlay create` does.
     pub fn push_empty_history(&mut self) {
         insert_in_ggcr_order(&mut self.value, "history", Value::Array(Vec::new()));
@@ -468,6 +533,14 @@ mod tests {
             .single_image("index")
             .unwrap_err();
         assert!(err.to_string().contains("more than one image"), "{err}");
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_utc(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339_utc(-1), "1969-12-31T23:59:59Z");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::os::unix::fs::FileExt;
 use crate::digest::Digest;
 use crate::error::{Error, Result, ResultExt};
 use crate::oci::{Config, Descriptor, Index, IndexEntry, Manifest, MediaType};
-use crate::sif::{Container, DataType, ObjectSpec};
+use crate::sif::{Container, CreateOptions, DataType, ObjectSpec};
 
 /// JSON blobs larger than this are not plausible index, manifest or config blobs.
 pub(crate) const MAX_JSON_BLOB: u64 = 16 << 20;
@@ -511,4 +511,61 @@ pub(crate) fn update_root_index(
     }
     plan.metadata = container.metadata_bytes();
     Ok(plan)
+}
+
+/// Descriptor slots SingularityCE leaves free in a new OCI-SIF (`spareDescriptorCapacity`):
+/// room for an overlay and a cosign signature later.
+pub(crate) const SPARE_DESCRIPTORS: u32 = 8;
+
+/// A new OCI-SIF holding one image, as the reference's `Write` lays it out: deterministic
+/// header, one `OCI.Blob` per blob packed back to back in walk order (layers, config,
+/// manifest), the RootIndex last, and [`SPARE_DESCRIPTORS`] free slots.
+pub(crate) struct NewSif {
+    container: Container,
+}
+
+impl NewSif {
+    /// An empty layout for an image of `blob_count` blobs (layers + config + manifest).
+    pub(crate) fn new(blob_count: usize) -> Result<NewSif> {
+        let capacity = u32::try_from(blob_count)
+            .ok()
+            .and_then(|n| n.checked_add(1 + SPARE_DESCRIPTORS))
+            .ok_or_else(|| Error::refused(format!("{blob_count} blobs: too many for one SIF")))?;
+        Ok(NewSif {
+            container: Container::new(&CreateOptions {
+                capacity,
+                ..CreateOptions::default()
+            })?,
+        })
+    }
+
+    /// Where the next object's bytes go (objects are packed, unaligned).
+    pub(crate) fn next_offset(&self) -> u64 {
+        self.container.data_end()
+    }
+
+    /// Record the next blob (its bytes already at [`next_offset`](Self::next_offset));
+    /// returns its SIF object id.
+    pub(crate) fn add_blob(&mut self, digest: &Digest, size: u64) -> Result<u32> {
+        let time = self.container.time_for_edit();
+        Ok(self
+            .container
+            .plan_add(ObjectSpec::oci_blob(DataType::OciBlob, digest, size), time)?
+            .id)
+    }
+
+    /// Record the RootIndex (bytes at [`next_offset`](Self::next_offset)) and give back the
+    /// finished container.
+    pub(crate) fn finish(mut self, index_bytes: &[u8]) -> Result<Container> {
+        let time = self.container.time_for_edit();
+        self.container.plan_add(
+            ObjectSpec::oci_blob(
+                DataType::OciRootIndex,
+                &Digest::of(index_bytes),
+                index_bytes.len() as u64,
+            ),
+            time,
+        )?;
+        Ok(self.container)
+    }
 }

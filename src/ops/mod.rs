@@ -5,6 +5,7 @@
 pub mod add;
 pub mod browse;
 mod image;
+pub mod import;
 pub mod inspect;
 pub mod objects;
 pub mod pack;

@@ -220,6 +220,14 @@ impl<R: Read + 'static> TarLayerReader<R> {
 }
 
 impl<R: Read> TarLayerReader<R> {
+    /// Read whatever follows the end-of-archive blocks to the end of the input, so that a
+    /// hashing reader under the decompressor has seen the whole stream (and a gzip trailer
+    /// has been checked).
+    pub fn drain(&mut self) -> Result<u64> {
+        self.skip_rest()?;
+        std::io::copy(&mut self.input, &mut std::io::sink()).map_err(io("reading"))
+    }
+
     fn skip_rest(&mut self) -> Result<()> {
         // Saturating: a header may claim any size up to u64::MAX.
         let n = self.remaining.saturating_add(self.padding);

@@ -1,0 +1,766 @@
+//! `import`: an OCI image from a layout directory, an OCI archive or a `docker save` archive
+//! into a new OCI-SIF, as SingularityCE's `pull --oci` stores it (docs/import-export.md).
+//!
+//! - Default: every layer squashed into one squashfs layer (whiteouts applied, hard links
+//!   across layers kept), in two streaming passes over the compressed layers
+//!   ([`crate::fs::merge`]); nothing is unpacked to disk.
+//! - `keep_layers`: one squashfs layer per tar layer, whiteouts kept in the OverlayFS form.
+//! - An image whose layers are all squashfs already (an exported OCI-SIF, say; a last ext3
+//!   overlay allowed) is stored unmodified: same manifest, config and digests.
+//!
+//! Every blob is checked against its digest and size, every tar stream against its
+//! `diff_id`; decompression is bounded. The OCI-SIF is written to a temporary file beside
+//! `out` and renamed into place only when complete.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::digest::{Digest, HashHandle, SharedHashingReader, hash_range};
+use crate::error::{Error, Result, ResultExt};
+use crate::fs::entry::EntrySource;
+use crate::fs::merge::{LayerMerge, MergePlan};
+use crate::fs::squashfs::{SquashfsReader, SquashfsWriter, WriterOptions};
+use crate::fs::tar::TarLayerReader;
+use crate::oci::layout::{
+    BlobLocation, BlobStore, DockerArchive, LayoutDir, SelectedImage, TarArchive, select_image,
+};
+use crate::oci::{Config, Descriptor, Index, MediaType, Platform, rfc3339_utc};
+use crate::ocisif::NewSif;
+
+/// Where an image is imported from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportSource {
+    /// An OCI image layout directory (`DIR`, `oci:DIR[:TAG]`).
+    Layout {
+        /// The layout directory.
+        dir: PathBuf,
+        /// The `org.opencontainers.image.ref.name` to pick, if the index has several images.
+        reference: Option<String>,
+    },
+    /// An OCI layout in a tar file (`oci-archive:FILE[:TAG]`).
+    OciArchive {
+        /// The archive.
+        file: PathBuf,
+        /// The tag to pick.
+        reference: Option<String>,
+    },
+    /// A `docker save` archive (`docker-archive:FILE[:NAME:TAG]`).
+    DockerArchive {
+        /// The archive.
+        file: PathBuf,
+        /// The `RepoTags` entry to pick.
+        reference: Option<String>,
+    },
+}
+
+/// Split `PATH[:REF]`: the reference is what follows the last `:` when that is not part of
+/// a path (no `/` after it) and the whole text is not an existing path.
+fn split_reference(text: &str, allow_docker_ref: bool) -> (PathBuf, Option<String>) {
+    if Path::new(text).exists() {
+        return (PathBuf::from(text), None);
+    }
+    // docker-archive references may be NAME:TAG, itself holding a colon.
+    let mut candidates: Vec<usize> = text.match_indices(':').map(|(i, _)| i).collect();
+    if !allow_docker_ref {
+        candidates = candidates.last().copied().into_iter().collect();
+    }
+    for i in candidates {
+        let (path, reference) = (&text[..i], &text[i + 1..]);
+        if Path::new(path).exists() && !reference.is_empty() {
+            return (PathBuf::from(path), Some(reference.to_string()));
+        }
+    }
+    match text.rsplit_once(':') {
+        Some((path, reference)) if !reference.contains('/') && !reference.is_empty() => {
+            (PathBuf::from(path), Some(reference.to_string()))
+        }
+        _ => (PathBuf::from(text), None),
+    }
+}
+
+impl ImportSource {
+    /// Parse `DIR`, `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]` or `docker-archive:FILE[:REF]`
+    /// (a plain path that is a file is an OCI archive if it holds an `index.json`, else a
+    /// `docker save` archive).
+    pub fn parse(text: &str) -> Result<ImportSource> {
+        if let Some(rest) = text.strip_prefix("oci:") {
+            let (dir, reference) = split_reference(rest, false);
+            return Ok(ImportSource::Layout { dir, reference });
+        }
+        if let Some(rest) = text.strip_prefix("oci-archive:") {
+            let (file, reference) = split_reference(rest, false);
+            return Ok(ImportSource::OciArchive { file, reference });
+        }
+        if let Some(rest) = text.strip_prefix("docker-archive:") {
+            let (file, reference) = split_reference(rest, true);
+            return Ok(ImportSource::DockerArchive { file, reference });
+        }
+        if let Some((transport, _)) = text.split_once("://") {
+            return Err(Error::unsupported(format!(
+                "{text}: {transport}:// is a registry; use `sifovl pull`"
+            )));
+        }
+        let path = PathBuf::from(text);
+        if path.is_dir() {
+            return Ok(ImportSource::Layout {
+                dir: path,
+                reference: None,
+            });
+        }
+        if path.is_file() {
+            let archive = TarArchive::open(&path, "archive")?;
+            return Ok(if archive.member("index.json").is_some() {
+                ImportSource::OciArchive {
+                    file: path,
+                    reference: None,
+                }
+            } else {
+                ImportSource::DockerArchive {
+                    file: path,
+                    reference: None,
+                }
+            });
+        }
+        Err(Error::not_found(format!(
+            "{text}: no such directory or file (sources: DIR, oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF])"
+        )))
+    }
+}
+
+/// How to import.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// One squashfs layer per tar layer instead of one for the whole image.
+    pub keep_layers: bool,
+    /// The platform to pick from a multi-platform index (`None`: the host's).
+    pub platform: Option<Platform>,
+    /// Squashfs writer settings (compression, block size, threads, mkfs time).
+    pub squashfs: WriterOptions,
+    /// The `created` time of the history entry a conversion writes (Unix seconds);
+    /// `None` for now.
+    pub created: Option<i64>,
+    /// Replace `out` if it exists.
+    pub force: bool,
+    /// A layer may expand to at most this many times its compressed size, plus 1 GiB
+    /// (a bound against decompression bombs; gzip's own maximum is about 1,032).
+    pub max_expansion: u64,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        ImportOptions {
+            keep_layers: false,
+            platform: None,
+            squashfs: WriterOptions::default(),
+            created: None,
+            force: false,
+            max_expansion: 1100,
+        }
+    }
+}
+
+/// How the layers were stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImportMode {
+    /// Already squashfs: stored byte for byte, digests kept.
+    Unmodified,
+    /// All layers squashed into one squashfs layer.
+    Squashed,
+    /// One squashfs layer per source layer.
+    KeepLayers,
+}
+
+/// One layer of the new image.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportedLayer {
+    /// Its media type.
+    pub media_type: String,
+    /// Its digest.
+    pub digest: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Filesystem entries, for layers sifovl wrote (`None` for copied ones).
+    pub entries: Option<u64>,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportReport {
+    /// The OCI-SIF written.
+    pub output: String,
+    /// Where the image came from.
+    pub source: String,
+    /// The source image's manifest digest.
+    pub source_manifest: String,
+    /// How layers were stored.
+    pub mode: ImportMode,
+    /// The new image's manifest digest.
+    pub manifest: String,
+    /// The new image's layers, bottom first.
+    pub layers: Vec<ImportedLayer>,
+    /// Size of the OCI-SIF.
+    pub size: u64,
+    /// What was worth telling but did not stop the import.
+    pub warnings: Vec<String>,
+}
+
+/// What a source layer is, by media type and, where that is unclear, by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LayerKind {
+    Squashfs,
+    Ext3,
+    Tar,
+}
+
+struct SourceLayer {
+    descriptor: Descriptor,
+    location: BlobLocation,
+    kind: LayerKind,
+    /// The config's diff_id for it, when the config has one per layer.
+    diff_id: Option<Digest>,
+    name: String,
+}
+
+/// Import `source` into the new OCI-SIF `out`.
+pub fn import(source: &ImportSource, out: &Path, options: &ImportOptions) -> Result<ImportReport> {
+    if out.exists() && !options.force {
+        return Err(Error::refused(format!(
+            "{}: already exists (use --force to replace it)",
+            out.display()
+        )));
+    }
+    let platform = options.platform.clone().unwrap_or_else(Platform::host);
+    let (store, selected): (Box<dyn BlobStore>, SelectedImage) = open_source(source, &platform)?;
+    let store_name = store.describe();
+    let mut warnings = selected.warnings.clone();
+    let layers = source_layers(store.as_ref(), &selected, &mut warnings)?;
+
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut temp = tempfile::Builder::new()
+        .prefix(".sifovl-import-")
+        .tempfile_in(&dir)
+        .with_context(|| format!("{}: creating a temporary file", dir.display()))?;
+    let all_squashfs = layers.iter().enumerate().all(|(i, l)| {
+        l.kind == LayerKind::Squashfs || (l.kind == LayerKind::Ext3 && i + 1 == layers.len())
+    });
+    if let Some(i) = layers
+        .iter()
+        .position(|l| l.kind == LayerKind::Ext3)
+        .filter(|&i| i + 1 != layers.len())
+    {
+        return Err(Error::unsupported(format!(
+            "{store_name}: layer {i} is an ext3 overlay but not the last layer; SingularityCE cannot run that"
+        )));
+    }
+    let mode = if all_squashfs && !layers.is_empty() {
+        ImportMode::Unmodified
+    } else if options.keep_layers {
+        ImportMode::KeepLayers
+    } else {
+        ImportMode::Squashed
+    };
+
+    let file = temp.as_file();
+    let written = match mode {
+        ImportMode::Unmodified => write_unmodified(file, &selected, &layers)?,
+        _ => write_converted(file, &selected, &layers, mode, options, &mut warnings)?,
+    };
+    let size = file.metadata().with_context(|| out.display())?.len();
+    file.sync_all().with_context(|| out.display())?;
+    temp.as_file_mut().flush().with_context(|| out.display())?;
+    if options.force {
+        temp.persist(out)
+    } else {
+        temp.persist_noclobber(out)
+    }
+    .map_err(|e| {
+        Error::io(
+            format!("{}: renaming the finished image into place", out.display()),
+            e.error,
+        )
+    })?;
+    Ok(ImportReport {
+        output: out.display().to_string(),
+        source: store_name,
+        source_manifest: selected.manifest_digest().to_string(),
+        mode,
+        manifest: written.manifest_digest.to_string(),
+        layers: written.layers,
+        size,
+        warnings,
+    })
+}
+
+fn open_source(
+    source: &ImportSource,
+    platform: &Platform,
+) -> Result<(Box<dyn BlobStore>, SelectedImage)> {
+    Ok(match source {
+        ImportSource::Layout { dir, reference } => {
+            let store = LayoutDir::open(dir)?;
+            let image = select_image(&store, reference.as_deref(), platform)?;
+            (Box::new(store), image)
+        }
+        ImportSource::OciArchive { file, reference } => {
+            let store = TarArchive::open(file, "oci-archive")?;
+            let image = select_image(&store, reference.as_deref(), platform)?;
+            (Box::new(store), image)
+        }
+        ImportSource::DockerArchive { file, reference } => {
+            // Docker 25 and later write an OCI layout into the archive: prefer it.
+            let archive = TarArchive::open(file, "docker-archive")?;
+            if archive.member("index.json").is_some() && reference.is_none() {
+                let image = select_image(&archive, None, platform)?;
+                (Box::new(archive), image)
+            } else {
+                let store = DockerArchive::open(file, reference.as_deref())?;
+                let image = store.selected().clone();
+                (Box::new(store), image)
+            }
+        }
+    })
+}
+
+fn source_layers(
+    store: &dyn BlobStore,
+    selected: &SelectedImage,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<SourceLayer>> {
+    let name = store.describe();
+    let config = Config::parse(&selected.config_bytes, &format!("{name}: config"))?;
+    let layers = selected.manifest.layers();
+    let diff_ids = config.diff_ids();
+    if !diff_ids.is_empty() && diff_ids.len() != layers.len() {
+        warnings.push(format!(
+            "the config lists {} diff_ids for {} layers; they are not checked",
+            diff_ids.len(),
+            layers.len()
+        ));
+    }
+    let mut out = Vec::new();
+    for (i, descriptor) in layers.iter().enumerate() {
+        let what = format!("{name}: layer {i} ({})", descriptor.digest);
+        let location = store.locate(&descriptor.digest)?;
+        if location.size != descriptor.size {
+            return Err(Error::malformed(format!(
+                "{what}: {} bytes stored, {} declared",
+                location.size, descriptor.size
+            )));
+        }
+        let mut magic = [0u8; 4];
+        let n = location
+            .open()?
+            .read(&mut magic)
+            .with_context(|| what.clone())?;
+        let kind = match &descriptor.media_type {
+            _ if &magic[..n] == b"hsqs" => LayerKind::Squashfs,
+            MediaType::SquashfsLayer => {
+                return Err(Error::malformed(format!(
+                    "{what}: declared squashfs but has no squashfs magic"
+                )));
+            }
+            MediaType::Ext3Layer => LayerKind::Ext3,
+            t if t.is_tar_layer() => LayerKind::Tar,
+            other => {
+                warnings.push(format!(
+                    "layer {i} has media type {:?}; reading it as a tar layer",
+                    other.as_str()
+                ));
+                LayerKind::Tar
+            }
+        };
+        out.push(SourceLayer {
+            descriptor: descriptor.clone(),
+            location,
+            kind,
+            diff_id: (diff_ids.len() == layers.len()).then(|| diff_ids[i]),
+            name: what,
+        });
+    }
+    Ok(out)
+}
+
+/// What was written into the new SIF.
+struct Written {
+    manifest_digest: Digest,
+    layers: Vec<ImportedLayer>,
+}
+
+/// Copy `location` to `file` at `offset`, checking the bytes against `descriptor`.
+fn copy_blob(file: &File, offset: u64, layer: &SourceLayer) -> Result<()> {
+    let (mut reader, handle) =
+        SharedHashingReader::new(layer.location.open()?, layer.descriptor.size);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = offset;
+    let progress = crate::progress::task("copying", layer.descriptor.size);
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| Error::io(layer.name.clone(), e))?;
+        if n == 0 {
+            break;
+        }
+        file.write_all_at(&buf[..n], at)
+            .map_err(|e| Error::io("writing the new image", e))?;
+        at += n as u64;
+        progress.advance(n as u64);
+    }
+    check_digest(&layer.name, &handle, &layer.descriptor)
+}
+
+fn check_digest(what: &str, handle: &HashHandle, descriptor: &Descriptor) -> Result<()> {
+    if handle.count() != descriptor.size {
+        return Err(Error::malformed(format!(
+            "{what}: {} bytes stored, {} declared",
+            handle.count(),
+            descriptor.size
+        )));
+    }
+    let actual = handle.digest();
+    if actual != descriptor.digest {
+        return Err(Error::malformed(format!(
+            "{what}: content hashes to {actual}, not the declared digest"
+        )));
+    }
+    Ok(())
+}
+
+/// The image stored as it is: blobs copied, manifest and config bytes kept.
+fn write_unmodified(
+    file: &File,
+    selected: &SelectedImage,
+    layers: &[SourceLayer],
+) -> Result<Written> {
+    let mut sif = NewSif::new(layers.len() + 2)?;
+    let mut imported = Vec::new();
+    for layer in layers {
+        copy_blob(file, sif.next_offset(), layer)?;
+        sif.add_blob(&layer.descriptor.digest, layer.descriptor.size)?;
+        imported.push(ImportedLayer {
+            media_type: layer.descriptor.media_type.as_str().to_string(),
+            digest: layer.descriptor.digest.to_string(),
+            size: layer.descriptor.size,
+            entries: None,
+        });
+    }
+    finish_sif(
+        file,
+        sif,
+        &selected.config_bytes,
+        &selected.manifest_bytes,
+        selected,
+    )?;
+    Ok(Written {
+        manifest_digest: selected.manifest_digest(),
+        layers: imported,
+    })
+}
+
+/// Append config, manifest and RootIndex, then the SIF header and descriptors.
+fn finish_sif(
+    file: &File,
+    mut sif: NewSif,
+    config_bytes: &[u8],
+    manifest_bytes: &[u8],
+    selected: &SelectedImage,
+) -> Result<()> {
+    let write = |bytes: &[u8], at: u64| {
+        file.write_all_at(bytes, at)
+            .map_err(|e| Error::io("writing the new image", e))
+    };
+    write(config_bytes, sif.next_offset())?;
+    sif.add_blob(&Digest::of(config_bytes), config_bytes.len() as u64)?;
+    write(manifest_bytes, sif.next_offset())?;
+    sif.add_blob(&Digest::of(manifest_bytes), manifest_bytes.len() as u64)?;
+    let manifest = crate::oci::Manifest::parse(manifest_bytes, "new manifest")?;
+    let descriptor = manifest.index_descriptor(
+        manifest_bytes,
+        &selected.media_type,
+        &manifest.config().media_type,
+    );
+    let index_bytes = Index::single(descriptor).to_bytes();
+    let index_at = sif.next_offset();
+    write(&index_bytes, index_at)?;
+    let container = sif.finish(&index_bytes)?;
+    let end = index_at + index_bytes.len() as u64;
+    file.set_len(end)
+        .map_err(|e| Error::io("writing the new image", e))?;
+    write(&container.metadata_bytes(), 0)
+}
+
+/// A tar layer as an entry stream, with the hashes of its compressed and uncompressed
+/// bytes kept aside.
+struct TarStream {
+    reader: TarLayerReader<SharedHashingReader<Box<dyn Read>>>,
+    compressed: HashHandle,
+    uncompressed: HashHandle,
+}
+
+impl TarStream {
+    fn open(layer: &SourceLayer, max_expansion: u64) -> Result<TarStream> {
+        let (raw, compressed) =
+            SharedHashingReader::new(layer.location.open()?, layer.descriptor.size);
+        let decompressed = crate::fs::tar::decompressor(raw).map_err(|e| e.context(&layer.name))?;
+        let limit = layer
+            .descriptor
+            .size
+            .saturating_mul(max_expansion)
+            .saturating_add(1 << 30);
+        let (plain, uncompressed) = SharedHashingReader::new(decompressed, limit);
+        let reader = TarLayerReader::new(plain).map_err(|e| e.context(&layer.name))?;
+        Ok(TarStream {
+            reader,
+            compressed,
+            uncompressed,
+        })
+    }
+
+    /// After the last entry: read the rest and check both digests.
+    fn finish(mut self, layer: &SourceLayer) -> Result<()> {
+        self.reader.drain().map_err(|e| e.context(&layer.name))?;
+        check_digest(&layer.name, &self.compressed, &layer.descriptor)?;
+        if let Some(diff_id) = layer.diff_id {
+            let actual = self.uncompressed.digest();
+            if actual != diff_id {
+                return Err(Error::malformed(format!(
+                    "{}: the uncompressed layer hashes to {actual}, not its diff_id {diff_id}",
+                    layer.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One layer of the new image: a source layer copied, or source layers merged into a
+/// squashfs layer (with their whiteouts kept, for `keep_layers`).
+enum NewLayer {
+    Copy(usize),
+    Merge {
+        layers: Vec<usize>,
+        keep_whiteouts: bool,
+    },
+}
+
+/// The image with converted layers: new squashfs layers, `diff_ids` rewritten, history
+/// replaced as SingularityCE does on conversion, manifest re-serialised.
+fn write_converted(
+    file: &File,
+    selected: &SelectedImage,
+    layers: &[SourceLayer],
+    mode: ImportMode,
+    options: &ImportOptions,
+    warnings: &mut Vec<String>,
+) -> Result<Written> {
+    let plan: Vec<NewLayer> = if mode == ImportMode::KeepLayers {
+        (0..layers.len())
+            .map(|i| match layers[i].kind {
+                LayerKind::Tar => NewLayer::Merge {
+                    layers: vec![i],
+                    keep_whiteouts: true,
+                },
+                _ => NewLayer::Copy(i),
+            })
+            .collect()
+    } else {
+        let body: Vec<usize> = (0..layers.len())
+            .filter(|&i| layers[i].kind != LayerKind::Ext3)
+            .collect();
+        let mut plan = vec![NewLayer::Merge {
+            layers: body,
+            keep_whiteouts: false,
+        }];
+        if layers.last().is_some_and(|l| l.kind == LayerKind::Ext3) {
+            plan.push(NewLayer::Copy(layers.len() - 1));
+        }
+        plan
+    };
+    let mut sif = NewSif::new(plan.len() + 2)?;
+    let mut descriptors = Vec::new();
+    let mut imported = Vec::new();
+    for new in plan {
+        let offset = sif.next_offset();
+        let (descriptor, entries) = match new {
+            NewLayer::Copy(i) => {
+                copy_blob(file, offset, &layers[i])?;
+                (layers[i].descriptor.clone(), None)
+            }
+            NewLayer::Merge {
+                layers: indices,
+                keep_whiteouts,
+            } => {
+                let (size, entries) =
+                    merge_into_squashfs(file, offset, layers, &indices, keep_whiteouts, options)?;
+                let digest = hash_range(file, offset, size)?;
+                (
+                    Descriptor {
+                        media_type: MediaType::SquashfsLayer,
+                        size,
+                        digest,
+                    },
+                    Some(entries),
+                )
+            }
+        };
+        sif.add_blob(&descriptor.digest, descriptor.size)?;
+        imported.push(ImportedLayer {
+            media_type: descriptor.media_type.as_str().to_string(),
+            digest: descriptor.digest.to_string(),
+            size: descriptor.size,
+            entries,
+        });
+        descriptors.push(descriptor);
+    }
+    let config_bytes = if selected.manifest.config().media_type.is_image_config()
+        || selected.manifest.config().media_type.is_docker()
+    {
+        let mut config = Config::parse(&selected.config_bytes, "config")?;
+        let ids: Vec<Digest> = descriptors.iter().map(|d| d.digest).collect();
+        config.set_diff_ids(&ids);
+        let created = options.created.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        });
+        config.replace_history(
+            &rfc3339_utc(created),
+            &format!("sifovl/{}", env!("CARGO_PKG_VERSION")),
+            &format!("oci-sif created from {}", selected.manifest_digest().hex()),
+        );
+        config.to_bytes()
+    } else {
+        warnings.push(format!(
+            "the config has media type {:?}; kept as it is (no diff_ids to rewrite)",
+            selected.manifest.config().media_type.as_str()
+        ));
+        selected.config_bytes.clone()
+    };
+    let mut manifest = selected.manifest.clone();
+    manifest.set_layers(&descriptors);
+    manifest.set_config(config_bytes.len() as u64, &Digest::of(&config_bytes));
+    let manifest_bytes = manifest.to_bytes();
+    finish_sif(file, sif, &config_bytes, &manifest_bytes, selected)?;
+    Ok(Written {
+        manifest_digest: Digest::of(&manifest_bytes),
+        layers: imported,
+    })
+}
+
+/// A source layer's entries: a tar stream, or a squashfs layer read in place.
+enum LayerEntries {
+    Tar(TarStream),
+    Squashfs(File),
+}
+
+impl LayerEntries {
+    fn open(layer: &SourceLayer, options: &ImportOptions) -> Result<LayerEntries> {
+        match layer.kind {
+            LayerKind::Tar => Ok(LayerEntries::Tar(TarStream::open(
+                layer,
+                options.max_expansion,
+            )?)),
+            LayerKind::Squashfs => {
+                let actual = {
+                    let file = File::open(&layer.location.path)
+                        .with_context(|| layer.location.path.display())?;
+                    hash_range(&file, layer.location.offset, layer.location.size)?
+                };
+                if actual != layer.descriptor.digest {
+                    return Err(Error::malformed(format!(
+                        "{}: content hashes to {actual}, not the declared digest",
+                        layer.name
+                    )));
+                }
+                Ok(LayerEntries::Squashfs(
+                    File::open(&layer.location.path)
+                        .with_context(|| layer.location.path.display())?,
+                ))
+            }
+            LayerKind::Ext3 => Err(Error::unsupported(format!(
+                "{}: an ext3 layer cannot be merged",
+                layer.name
+            ))),
+        }
+    }
+
+    /// Run `each` over the entry stream, then check what must be checked at its end.
+    fn with_source(
+        self,
+        layer: &SourceLayer,
+        each: &mut dyn FnMut(&mut dyn EntrySource) -> Result<()>,
+    ) -> Result<()> {
+        let ctx = |e: Error| e.context(&layer.name);
+        match self {
+            LayerEntries::Tar(mut stream) => {
+                each(&mut stream.reader).map_err(ctx)?;
+                stream.finish(layer)
+            }
+            LayerEntries::Squashfs(file) => {
+                let reader =
+                    SquashfsReader::open(&file, layer.location.offset, layer.location.size)
+                        .map_err(ctx)?;
+                let mut walk = reader.walk().map_err(ctx)?;
+                each(&mut walk).map_err(ctx)
+            }
+        }
+    }
+}
+
+/// Merge source layers `indices` into one squashfs image written at `offset`; returns its
+/// length and entry count.
+fn merge_into_squashfs(
+    file: &File,
+    offset: u64,
+    layers: &[SourceLayer],
+    indices: &[usize],
+    keep_whiteouts: bool,
+    options: &ImportOptions,
+) -> Result<(u64, u64)> {
+    let total: u64 = indices.iter().map(|&i| layers[i].descriptor.size).sum();
+    let progress = crate::progress::task("reading", total);
+    let mut merge = LayerMerge::new(keep_whiteouts);
+    for (pos, &i) in indices.iter().enumerate() {
+        let layer = &layers[i];
+        merge.begin_layer(pos, &layer.name);
+        LayerEntries::open(layer, options)?.with_source(layer, &mut |source| {
+            while let Some(entry) = source.next_entry()? {
+                merge.observe(&entry)?;
+            }
+            Ok(())
+        })?;
+        progress.advance(layer.descriptor.size);
+    }
+    drop(progress);
+    let plan: MergePlan = merge.finish();
+    let entries = plan.entry_count();
+    let mut writer = SquashfsWriter::new(file, offset, options.squashfs.clone())?;
+    plan.write_structure(&mut writer)?;
+    let needed: u64 = indices
+        .iter()
+        .enumerate()
+        .filter(|(pos, _)| plan.needs_layer(*pos))
+        .map(|(_, &i)| layers[i].descriptor.size)
+        .sum();
+    let progress = crate::progress::task("squashing", needed);
+    for (pos, &i) in indices.iter().enumerate() {
+        if !plan.needs_layer(pos) {
+            continue;
+        }
+        let layer = &layers[i];
+        LayerEntries::open(layer, options)?.with_source(layer, &mut |source| {
+            plan.write_layer(pos, source, &mut writer)
+        })?;
+        progress.advance(layer.descriptor.size);
+    }
+    plan.write_links(&mut writer)?;
+    let size = writer.finish()?;
+    Ok((size, entries))
+}
