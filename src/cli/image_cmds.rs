@@ -102,3 +102,88 @@ pub fn import(args: ImportArgs) -> Result<Outcome> {
     })?;
     Ok(Outcome::Success)
 }
+
+#[derive(Args)]
+#[command(after_help = "DEST is an OCI image layout directory (DIR or oci:DIR[:TAG]; created, or the
+image is added to it), an OCI archive (oci-archive:FILE[:TAG]) or a `docker load`-able
+archive (docker-archive:FILE[:NAME:TAG]).
+
+--layer-format squashfs (the default, except for docker-archive) copies every blob byte for
+byte: the manifest digest stays the SIF's. --layer-format tar makes an image Docker and
+Podman run: squashfs layers become gzip tar layers with AUFS whiteouts, and a writable ext3
+overlay becomes a tar layer of its upper/ as it is now (no seal or reconcile needed).
+
+Examples:
+  sifovl export app.oci.sif ./layout                       # OCI layout, squashfs layers
+  sifovl export --layer-format tar app.oci.sif oci-archive:app.tar:v1
+  sifovl export app.oci.sif docker-archive:app.tar:app:v1 && docker load -i app.tar
+  skopeo copy oci-archive:app.tar docker://registry.example.org/app:v1")]
+pub struct ExportArgs {
+    /// The OCI-SIF to export.
+    pub image: PathBuf,
+    /// Where to write it (see below).
+    pub dest: String,
+    /// squashfs (as stored) or tar (Docker/Podman-runnable).
+    #[arg(long, value_name = "FORMAT")]
+    pub layer_format: Option<String>,
+    /// Tag the image (overrides a tag given in DEST).
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Tar layer compression: gzip[:1-9] (default gzip:6), zstd[:1-22] (OCI manifests only) or none.
+    #[arg(long, default_value = "gzip")]
+    pub compression: String,
+    /// Replace an existing archive file.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn export(args: ExportArgs) -> Result<Outcome> {
+    use ops::export::{ExportDest, ExportOptions, LayerFormat};
+    let (dest, tag) = ExportDest::parse(&args.dest)?;
+    let layer_format = match args.layer_format.as_deref() {
+        Some("squashfs") => LayerFormat::Squashfs,
+        Some("tar") => LayerFormat::Tar,
+        Some(other) => {
+            return Err(sifovl::error::Error::refused(format!(
+                "--layer-format {other}: expected squashfs or tar"
+            )));
+        }
+        // Docker cannot run squashfs layers: a docker archive gets tar unless asked.
+        None if matches!(dest, ExportDest::DockerArchive { .. }) => LayerFormat::Tar,
+        None => LayerFormat::Squashfs,
+    };
+    let options = ExportOptions {
+        layer_format,
+        tag: args.tag.or(tag),
+        compression: sifovl::fs::tar::TarCompression::parse(&args.compression)?,
+        force: args.force,
+    };
+    let report = ops::export::export(&args.image, &dest, &options)?;
+    for warning in &report.warnings {
+        eprintln!("sifovl: warning: {warning}");
+    }
+    emit(args.json, &report, |r| {
+        let mut text = format!(
+            "{}{}: {} layer(s) as {}\n  manifest {}",
+            r.destination,
+            r.tag.as_deref().map(|t| format!(" (tag {t})")).unwrap_or_default(),
+            r.layers.len(),
+            match r.layer_format {
+                ops::export::LayerFormat::Squashfs => "stored (squashfs)",
+                ops::export::LayerFormat::Tar => "tar",
+            },
+            r.manifest
+        );
+        for layer in &r.layers {
+            text.push_str(&format!(
+                "\n  layer {} {} bytes {}",
+                layer.digest, layer.size, layer.media_type
+            ));
+        }
+        text
+    })?;
+    Ok(Outcome::Success)
+}

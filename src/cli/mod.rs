@@ -47,6 +47,8 @@ enum Command {
     ExportLayer(overlay_cmds::ExportLayerArgs),
     /// Import an OCI image (layout, oci-archive, docker-archive) into a new OCI-SIF.
     Import(image_cmds::ImportArgs),
+    /// Export an OCI-SIF's image as an OCI layout, oci-archive or docker-archive.
+    Export(image_cmds::ExportArgs),
     /// List the objects of a SIF (siftool format).
     List(sif_cmds::ListArgs),
     /// Show one object's descriptor (siftool format).
@@ -79,6 +81,7 @@ pub fn run() -> ExitCode {
         Command::Mktar(args) => overlay_cmds::mktar(args),
         Command::ExportLayer(args) => overlay_cmds::export_layer(args),
         Command::Import(args) => image_cmds::import(args),
+        Command::Export(args) => image_cmds::export(args),
         Command::List(args) => sif_cmds::list(args),
         Command::Info(args) => sif_cmds::info(args),
         Command::Header(args) => sif_cmds::header(args),

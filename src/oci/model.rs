@@ -146,15 +146,17 @@ impl Index {
 
     /// A new OCI index holding one image descriptor, as ggcr writes a RootIndex.
     pub fn single(image: Value) -> Index {
+        Index::with_manifests(vec![image])
+    }
+
+    /// A new OCI index listing `manifests` (descriptor objects).
+    pub fn with_manifests(manifests: Vec<Value>) -> Index {
         let mut value = Map::new();
         value.insert("schemaVersion".into(), Value::from(2));
-        value.insert(
-            "mediaType".into(),
-            Value::from(MediaType::OciIndex.as_str()),
-        );
-        value.insert("manifests".into(), Value::Array(vec![image]));
+        value.insert("mediaType".into(), Value::from(MediaType::OciIndex.as_str()));
+        value.insert("manifests".into(), Value::Array(manifests));
         let bytes = json::object_to_go_bytes(&value);
-        // Cannot fail: the value was built above from a valid descriptor.
+        // Entries that are not valid descriptors are kept as they are (typed view empty).
         Index::parse(&bytes, "new index").unwrap_or(Index {
             value,
             entries: Vec::new(),

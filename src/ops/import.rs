@@ -246,6 +246,7 @@ pub fn import(source: &ImportSource, out: &Path, options: &ImportOptions) -> Res
     };
     let mut temp = tempfile::Builder::new()
         .prefix(".sifovl-import-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(&dir)
         .with_context(|| format!("{}: creating a temporary file", dir.display()))?;
     let all_squashfs = layers.iter().enumerate().all(|(i, l)| {

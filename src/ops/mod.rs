@@ -4,6 +4,7 @@
 
 pub mod add;
 pub mod browse;
+pub mod export;
 mod image;
 pub mod import;
 pub mod inspect;

@@ -13,7 +13,7 @@ use crate::fs::dir::DirSource;
 use crate::fs::entry::{EntrySource, copy_entries};
 use crate::fs::ext::ExtFs;
 use crate::fs::squashfs::{SquashfsReader, SquashfsWriter, WriterOptions};
-use crate::fs::tar::{TarCompression, TarLayerWriter};
+use crate::fs::tar::{LayerDigests, TarCompression, TarLayerWriter};
 use crate::fs::whiteout::{ToAufs, UpperToOverlayfs};
 
 /// What `mksquashfs` wrote.
@@ -93,21 +93,59 @@ pub fn export_layer(
     compression: TarCompression,
 ) -> Result<LayerReport> {
     let (file, offset, size) = browse::locate(image, target)?;
-    let ctx = |e: Error| e.context(format!("{}: layer", image.display()));
+    let out = File::create(output).with_context(|| output.display())?;
+    let tar = layer_as_tar(&file, offset, size, BufWriter::new(out), compression)
+        .map_err(|e| e.context(format!("{}: layer", image.display())))?;
+    Ok(LayerReport {
+        output: output.display().to_string(),
+        entries: tar.members,
+        digest: tar.digests.digest.to_string(),
+        diff_id: tar.digests.diff_id.to_string(),
+        size: tar.digests.size,
+        warnings: tar.warnings,
+    })
+}
+
+/// A layer converted to tar.
+pub(crate) struct TarLayer {
+    pub digests: LayerDigests,
+    /// Tar members written.
+    pub members: u64,
+    /// Fallback rules the overlay's AUFS-marker conversion applied.
+    pub warnings: Vec<String>,
+}
+
+/// The squashfs layer or ext3 overlay at `offset` (`size` bytes) of `file` as a tar layer
+/// with AUFS whiteouts, written to `out`. An ext3 overlay's `upper/` is the layer.
+pub(crate) fn layer_as_tar<W: std::io::Write>(
+    file: &File,
+    offset: u64,
+    size: u64,
+    out: W,
+    compression: TarCompression,
+) -> Result<TarLayer> {
     let mut magic = [0u8; 4];
-    std::os::unix::fs::FileExt::read_exact_at(&file, &mut magic, offset)
-        .with_context(|| image.display())?;
-    if &magic == b"hsqs" {
-        let reader = SquashfsReader::open(&file, offset, size).map_err(ctx)?;
+    std::os::unix::fs::FileExt::read_exact_at(file, &mut magic, offset)
+        .map_err(|e| Error::io("reading the layer", e))?;
+    let mut writer = TarLayerWriter::new(out, compression)?;
+    let warnings = if magic == crate::fs::squashfs::MAGIC {
+        let reader = SquashfsReader::open(file, offset, size)?;
         let mut source = ToAufs::new(reader.walk()?);
-        return write_tar(&mut source, output, compression);
-    }
-    let ext = ExtFs::open(&file, offset, size).map_err(ctx)?;
-    let upper = UpperToOverlayfs::new(ext.walk_dir(b"upper").map_err(ctx)?);
-    let mut source = ToAufs::new(upper);
-    let mut report = write_tar(&mut source, output, compression)?;
-    report.warnings = source.into_inner().into_report().warnings;
-    Ok(report)
+        copy_entries(&mut source, &mut writer)?;
+        Vec::new()
+    } else {
+        let ext = ExtFs::open(file, offset, size)?;
+        let upper = UpperToOverlayfs::new(ext.walk_dir(b"upper")?);
+        let mut source = ToAufs::new(upper);
+        copy_entries(&mut source, &mut writer)?;
+        source.into_inner().into_report().warnings
+    };
+    let members = writer.members();
+    Ok(TarLayer {
+        digests: writer.finish()?,
+        members,
+        warnings,
+    })
 }
 
 fn write_tar(
