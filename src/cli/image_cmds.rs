@@ -104,7 +104,8 @@ pub fn import(args: ImportArgs) -> Result<Outcome> {
 }
 
 #[derive(Args)]
-#[command(after_help = "DEST is an OCI image layout directory (DIR or oci:DIR[:TAG]; created, or the
+#[command(
+    after_help = "DEST is an OCI image layout directory (DIR or oci:DIR[:TAG]; created, or the
 image is added to it), an OCI archive (oci-archive:FILE[:TAG]) or a `docker load`-able
 archive (docker-archive:FILE[:NAME:TAG]).
 
@@ -117,7 +118,8 @@ Examples:
   sifovl export app.oci.sif ./layout                       # OCI layout, squashfs layers
   sifovl export --layer-format tar app.oci.sif oci-archive:app.tar:v1
   sifovl export app.oci.sif docker-archive:app.tar:app:v1 && docker load -i app.tar
-  skopeo copy oci-archive:app.tar docker://registry.example.org/app:v1")]
+  skopeo copy oci-archive:app.tar docker://registry.example.org/app:v1"
+)]
 pub struct ExportArgs {
     /// The OCI-SIF to export.
     pub image: PathBuf,
@@ -169,7 +171,10 @@ pub fn export(args: ExportArgs) -> Result<Outcome> {
         let mut text = format!(
             "{}{}: {} layer(s) as {}\n  manifest {}",
             r.destination,
-            r.tag.as_deref().map(|t| format!(" (tag {t})")).unwrap_or_default(),
+            r.tag
+                .as_deref()
+                .map(|t| format!(" (tag {t})"))
+                .unwrap_or_default(),
             r.layers.len(),
             match r.layer_format {
                 ops::export::LayerFormat::Squashfs => "stored (squashfs)",

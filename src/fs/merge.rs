@@ -43,7 +43,9 @@ pub struct LayerMerge {
     keep_whiteouts: bool,
     layer: usize,
     seq: u64,
-    layer_name: String,
+    /// Keep mode: hard links whose target a lower layer provides, to be resolved by
+    /// [`resolve_lower_links`](LayerMerge::resolve_lower_links).
+    lower_links: Vec<Entry>,
 }
 
 fn is_under(dir: &[u8], path: &[u8]) -> bool {
@@ -96,15 +98,57 @@ impl LayerMerge {
             keep_whiteouts,
             layer: 0,
             seq: 0,
-            layer_name: String::new(),
+            lower_links: Vec::new(),
         }
     }
 
-    /// Start layer `layer` (layers in order, bottom first); `name` names it in errors.
-    pub fn begin_layer(&mut self, layer: usize, name: &str) {
+    /// Start layer `layer` (layers in increasing order, bottom first). Errors do not name
+    /// the layer: callers add that context.
+    pub fn begin_layer(&mut self, layer: usize) {
         self.layer = layer;
         self.seq = 0;
-        self.layer_name = name.to_string();
+    }
+
+    /// Keep mode: hard links of this layer to files of the layers below, which a layer on
+    /// its own cannot express.
+    pub fn has_lower_links(&self) -> bool {
+        !self.lower_links.is_empty()
+    }
+
+    /// Keep mode: turn each hard link to a lower layer's file into a copy of that file,
+    /// taking its content from where `lower` (the layers below, merged) has it. Pass 2 must
+    /// then also read those lower layers ([`MergePlan::needs_layer`]).
+    pub fn resolve_lower_links(&mut self, lower: &LayerMerge) -> Result<()> {
+        for link in std::mem::take(&mut self.lower_links) {
+            let EntryKind::HardLink { target } = &link.kind else {
+                continue;
+            };
+            let node = lower
+                .state
+                .get(target)
+                .filter(|n| n.entry.kind != EntryKind::Directory)
+                .ok_or_else(|| {
+                    Error::malformed(format!(
+                        "hard link {} to {}, which no layer so far provides",
+                        link.display_path(),
+                        display_path(target)
+                    ))
+                })?;
+            let entry = Entry {
+                path: link.path.clone(),
+                kind: node.entry.kind.clone(),
+                metadata: node.entry.metadata.clone(),
+            };
+            self.state.insert(
+                link.path.clone(),
+                Node {
+                    layer: self.layer,
+                    entry,
+                    inode: node.inode,
+                },
+            );
+        }
+        Ok(())
     }
 
     /// Remove `path` (with `itself`) and everything under it that a layer below this one
@@ -138,8 +182,7 @@ impl LayerMerge {
                 Some(node) if node.entry.kind == EntryKind::Directory => {}
                 Some(node) => {
                     return Err(Error::refused(format!(
-                        "{}: {} would be written through {}, which is not a directory ({})",
-                        self.layer_name,
+                        "{} would be written through {}, which is not a directory ({})",
                         display_path(path),
                         display_path(ancestor),
                         kind_name(&node.entry.kind)
@@ -239,18 +282,21 @@ impl LayerMerge {
         self.ensure_parents(&entry.path)?;
         let mut inode = origin;
         if let EntryKind::HardLink { target } = &entry.kind {
+            if self.keep_whiteouts && !self.state.contains_key(target) {
+                // Its target is in a layer below: resolved later, as a copy.
+                self.lower_links.push(entry);
+                return Ok(());
+            }
             let node = self.state.get(target).ok_or_else(|| {
                 Error::malformed(format!(
-                    "{}: hard link {} to {}, which no layer so far provides",
-                    self.layer_name,
+                    "hard link {} to {}, which no layer so far provides",
                     entry.display_path(),
                     display_path(target)
                 ))
             })?;
             if node.entry.kind == EntryKind::Directory {
                 return Err(Error::malformed(format!(
-                    "{}: hard link {} to the directory {}",
-                    self.layer_name,
+                    "hard link {} to the directory {}",
                     entry.display_path(),
                     display_path(target)
                 )));
@@ -486,7 +532,7 @@ mod tests {
     fn merge(layers: &[Vec<(Entry, Vec<u8>)>], keep: bool) -> Vec<(String, EntryKind, Vec<u8>)> {
         let mut m = LayerMerge::new(keep);
         for (i, layer) in layers.iter().enumerate() {
-            m.begin_layer(i, &format!("layer {i}"));
+            m.begin_layer(i);
             for (e, _) in layer {
                 m.observe(e).unwrap();
             }
@@ -587,7 +633,7 @@ mod tests {
         assert_eq!(paths(&out), ["/", "/d", "/gone"]);
         assert_eq!(out[2].1, EntryKind::CharDevice { major: 0, minor: 0 });
         let mut m = LayerMerge::new(true);
-        m.begin_layer(0, "l");
+        m.begin_layer(0);
         m.observe(&other("d", EntryKind::Directory).0).unwrap();
         m.observe(&file("d/.wh..wh..opq", "").0).unwrap();
         let plan = m.finish();
@@ -597,7 +643,7 @@ mod tests {
     #[test]
     fn writing_through_a_lower_symlink_is_refused() {
         let mut m = LayerMerge::new(false);
-        m.begin_layer(0, "layer 0");
+        m.begin_layer(0);
         m.observe(
             &other(
                 "etc",
@@ -608,7 +654,7 @@ mod tests {
             .0,
         )
         .unwrap();
-        m.begin_layer(1, "layer 1");
+        m.begin_layer(1);
         let err = m.observe(&file("etc/passwd", "x").0).unwrap_err();
         assert!(
             err.to_string()

@@ -153,7 +153,10 @@ impl Index {
     pub fn with_manifests(manifests: Vec<Value>) -> Index {
         let mut value = Map::new();
         value.insert("schemaVersion".into(), Value::from(2));
-        value.insert("mediaType".into(), Value::from(MediaType::OciIndex.as_str()));
+        value.insert(
+            "mediaType".into(),
+            Value::from(MediaType::OciIndex.as_str()),
+        );
         value.insert("manifests".into(), Value::Array(manifests));
         let bytes = json::object_to_go_bytes(&value);
         // Entries that are not valid descriptors are kept as they are (typed view empty).

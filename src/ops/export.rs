@@ -54,7 +54,11 @@ impl ExportDest {
         let split = |rest: &str, docker: bool| -> (PathBuf, Option<String>) {
             // docker-archive:FILE:NAME:TAG splits at the first colon, the others at the last
             // one that is not part of a path.
-            let at = if docker { rest.find(':') } else { rest.rfind(':') };
+            let at = if docker {
+                rest.find(':')
+            } else {
+                rest.rfind(':')
+            };
             match at {
                 Some(i) if docker || !rest[i + 1..].contains('/') => {
                     let tag = &rest[i + 1..];
@@ -220,7 +224,8 @@ pub fn export(image: &Path, dest: &ExportDest, options: &ExportOptions) -> Resul
             archive_layout(&staging_dir, file, None)?;
         }
         ExportDest::DockerArchive { file } => {
-            let manifest = docker_manifest_json(&staged, manifest_digest, options.tag.as_deref(), file);
+            let manifest =
+                docker_manifest_json(&staged, manifest_digest, options.tag.as_deref(), file);
             archive_layout(&staging_dir, file, Some(manifest))?;
         }
     }
@@ -413,8 +418,14 @@ fn stage_as_tar(
         }
         let progress = crate::progress::task("converting", layer.object_size);
         let (digest, size, tar) = stage_blob(dir, |out| {
-            layer_as_tar(file, layer.offset, layer.object_size, out, options.compression)
-                .map_err(|e| e.context(&what))
+            layer_as_tar(
+                file,
+                layer.offset,
+                layer.object_size,
+                out,
+                options.compression,
+            )
+            .map_err(|e| e.context(&what))
         })?;
         progress.advance(layer.object_size);
         warnings.extend(tar.warnings.iter().map(|w| format!("overlay upper{w}")));
@@ -471,9 +482,8 @@ fn update_index(dir: &Path, staged: &Staged, tag: Option<&str>) -> Result<()> {
     let mut entries: Vec<Value> = Vec::new();
     if path.is_file() {
         let bytes = std::fs::read(&path).with_context(|| path.display())?;
-        let index: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::malformed(format!("{}: invalid JSON: {e}", path.display()))
-        })?;
+        let index: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::malformed(format!("{}: invalid JSON: {e}", path.display())))?;
         let digest = Digest::of(&staged.manifest_bytes).to_string();
         for entry in index
             .get("manifests")
@@ -495,11 +505,20 @@ fn update_index(dir: &Path, staged: &Staged, tag: Option<&str>) -> Result<()> {
         }
     }
     entries.push(descriptor);
-    write_atomic(dir, "index.json", &Index::with_manifests(entries).to_bytes())
+    write_atomic(
+        dir,
+        "index.json",
+        &Index::with_manifests(entries).to_bytes(),
+    )
 }
 
 /// Docker's `manifest.json` for a `docker load`-able archive.
-fn docker_manifest_json(staged: &Staged, _manifest: Digest, tag: Option<&str>, file: &Path) -> Vec<u8> {
+fn docker_manifest_json(
+    staged: &Staged,
+    _manifest: Digest,
+    tag: Option<&str>,
+    file: &Path,
+) -> Vec<u8> {
     let repo_tags: Vec<Value> = tag
         .map(|t| {
             if t.contains(':') {
@@ -562,7 +581,9 @@ fn archive_layout(dir: &Path, file: &Path, docker_manifest: Option<Vec<u8>>) -> 
             header.set_mode(0o644);
             header.set_size(len);
             header.set_mtime(0);
-            builder.append_data(&mut header, name, source).with_context(what)
+            builder
+                .append_data(&mut header, name, source)
+                .with_context(what)
         };
         let mut blobs: Vec<_> = std::fs::read_dir(dir.join("blobs/sha256"))
             .with_context(|| dir.display())?

@@ -664,10 +664,9 @@ enum LayerEntries {
 impl LayerEntries {
     fn open(layer: &SourceLayer, options: &ImportOptions) -> Result<LayerEntries> {
         match layer.kind {
-            LayerKind::Tar => Ok(LayerEntries::Tar(TarStream::open(
-                layer,
-                options.max_expansion,
-            )?)),
+            LayerKind::Tar => TarStream::open(layer, options.max_expansion)
+                .map(LayerEntries::Tar)
+                .map_err(|e| digest_error(layer).unwrap_or(e)),
             LayerKind::Squashfs => {
                 let actual = {
                     let file = File::open(&layer.location.path)
@@ -700,10 +699,12 @@ impl LayerEntries {
     ) -> Result<()> {
         let ctx = |e: Error| e.context(&layer.name);
         match self {
-            LayerEntries::Tar(mut stream) => {
-                each(&mut stream.reader).map_err(ctx)?;
-                stream.finish(layer)
-            }
+            LayerEntries::Tar(mut stream) => match each(&mut stream.reader) {
+                Ok(()) => stream.finish(layer),
+                // A damaged blob says so by its digest, more usefully than by the
+                // decompressor's complaint.
+                Err(e) => Err(digest_error(layer).unwrap_or_else(|| ctx(e))),
+            },
             LayerEntries::Squashfs(file) => {
                 let reader =
                     SquashfsReader::open(&file, layer.location.offset, layer.location.size)
@@ -715,8 +716,43 @@ impl LayerEntries {
     }
 }
 
+/// Pass 1 over `indices` (global layer numbers, bottom first) into `merge`.
+fn observe_layers(
+    merge: &mut LayerMerge,
+    layers: &[SourceLayer],
+    indices: &[usize],
+    options: &ImportOptions,
+    progress: &dyn crate::progress::Task,
+) -> Result<()> {
+    for &i in indices {
+        let layer = &layers[i];
+        merge.begin_layer(i);
+        LayerEntries::open(layer, options)?.with_source(layer, &mut |source| {
+            while let Some(entry) = source.next_entry()? {
+                merge.observe(&entry)?;
+            }
+            Ok(())
+        })?;
+        progress.advance(layer.descriptor.size);
+    }
+    Ok(())
+}
+
+/// The digest mismatch of `layer`, if its bytes do not hash to its digest.
+fn digest_error(layer: &SourceLayer) -> Option<Error> {
+    let file = File::open(&layer.location.path).ok()?;
+    let actual = hash_range(&file, layer.location.offset, layer.location.size).ok()?;
+    (actual != layer.descriptor.digest).then(|| {
+        Error::malformed(format!(
+            "{}: content hashes to {actual}, not the declared digest",
+            layer.name
+        ))
+    })
+}
+
 /// Merge source layers `indices` into one squashfs image written at `offset`; returns its
-/// length and entry count.
+/// length and entry count. With `keep_whiteouts` (one layer), hard links to files of the
+/// layers below become copies of those files (a layer alone cannot link to them).
 fn merge_into_squashfs(
     file: &File,
     offset: u64,
@@ -728,36 +764,31 @@ fn merge_into_squashfs(
     let total: u64 = indices.iter().map(|&i| layers[i].descriptor.size).sum();
     let progress = crate::progress::task("reading", total);
     let mut merge = LayerMerge::new(keep_whiteouts);
-    for (pos, &i) in indices.iter().enumerate() {
-        let layer = &layers[i];
-        merge.begin_layer(pos, &layer.name);
-        LayerEntries::open(layer, options)?.with_source(layer, &mut |source| {
-            while let Some(entry) = source.next_entry()? {
-                merge.observe(&entry)?;
-            }
-            Ok(())
-        })?;
-        progress.advance(layer.descriptor.size);
+    observe_layers(&mut merge, layers, indices, options, progress.as_ref())?;
+    if merge.has_lower_links()
+        && let Some(&top) = indices.first()
+    {
+        let mut lower = LayerMerge::new(false);
+        let below: Vec<usize> = (0..top).collect();
+        observe_layers(&mut lower, layers, &below, options, progress.as_ref())?;
+        merge
+            .resolve_lower_links(&lower)
+            .map_err(|e| e.context(&layers[top].name))?;
     }
     drop(progress);
     let plan: MergePlan = merge.finish();
     let entries = plan.entry_count();
     let mut writer = SquashfsWriter::new(file, offset, options.squashfs.clone())?;
     plan.write_structure(&mut writer)?;
-    let needed: u64 = indices
-        .iter()
-        .enumerate()
-        .filter(|(pos, _)| plan.needs_layer(*pos))
-        .map(|(_, &i)| layers[i].descriptor.size)
-        .sum();
-    let progress = crate::progress::task("squashing", needed);
-    for (pos, &i) in indices.iter().enumerate() {
-        if !plan.needs_layer(pos) {
-            continue;
-        }
+    let needed: Vec<usize> = (0..layers.len()).filter(|&i| plan.needs_layer(i)).collect();
+    let progress = crate::progress::task(
+        "squashing",
+        needed.iter().map(|&i| layers[i].descriptor.size).sum(),
+    );
+    for i in needed {
         let layer = &layers[i];
         LayerEntries::open(layer, options)?.with_source(layer, &mut |source| {
-            plan.write_layer(pos, source, &mut writer)
+            plan.write_layer(i, source, &mut writer)
         })?;
         progress.advance(layer.descriptor.size);
     }

@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod ext;
 mod fuse_stack;
+mod import;
 mod layering;
 mod ocisif;
 mod seal;
