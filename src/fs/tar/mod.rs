@@ -8,15 +8,17 @@
 //! owns its input (the crate's entry iterator borrows the archive).
 //!
 //! Modules: `header` holds the format (ustar header, numbers, PAX records) both sides
-//! share, `writer` and `reader` use it. This file holds the compression choice, the
+//! share, `writer` and `reader` use it; `gzip` compresses on every core. This file holds the compression choice, the
 //! digests a layer yields, and [`decompressor`], the detection of compression by magic.
 //!
 //! [`EntrySource`]: crate::fs::entry::EntrySource
 
+mod gzip;
 mod header;
 mod reader;
 mod writer;
 
+pub use gzip::ParallelGzip;
 pub use reader::{TarLayerReader, decompressor};
 pub use writer::TarLayerWriter;
 

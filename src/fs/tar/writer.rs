@@ -4,6 +4,7 @@
 
 use std::io::{BufWriter, Read, Write};
 
+use super::gzip::ParallelGzip;
 use super::header::{BLOCK, MAX7, MAX11, UstarHeader, XATTR_PREFIX, encode_pax, padding, typeflag};
 use super::{LayerDigests, TarCompression, io};
 use crate::digest::HashingWriter;
@@ -12,7 +13,7 @@ use crate::fs::entry::{Entry, EntryKind, EntrySink};
 
 enum Encoder<W: Write> {
     Plain(HashingWriter<W>),
-    Gzip(flate2::write::GzEncoder<HashingWriter<W>>),
+    Gzip(ParallelGzip<HashingWriter<W>>),
     Zstd(zstd::stream::write::Encoder<'static, HashingWriter<W>>),
 }
 
@@ -87,11 +88,9 @@ impl<W: Write> TarLayerWriter<W> {
         let encoder = match compression {
             TarCompression::None => Encoder::Plain(stored),
             TarCompression::Gzip { level } => {
-                // A fixed header (no name, mtime 0) keeps the output deterministic.
-                let gz = flate2::GzBuilder::new()
-                    .mtime(0)
-                    .write(stored, flate2::Compression::new(level));
-                Encoder::Gzip(gz)
+                // Members compressed on every core; libdeflate's fixed header (no name,
+                // mtime 0) and the fixed chunking keep the output deterministic.
+                Encoder::Gzip(ParallelGzip::new(stored, level).map_err(io("gzip"))?)
             }
             TarCompression::Zstd { level } => {
                 let mut z = zstd::stream::write::Encoder::new(stored, level).map_err(io("zstd"))?;
