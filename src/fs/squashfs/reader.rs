@@ -38,7 +38,13 @@ pub struct SquashfsReader<'f> {
     xattr_ids: Vec<XattrId>,
     xattr_start: u64,
     cache: RefCell<HashMap<u64, MetadataBlock>>,
+    /// The last few fragment blocks decompressed: small files share them, and without
+    /// this every small file would decompress its whole fragment block again.
+    fragment_cache: RefCell<Vec<(u32, Rc<Vec<u8>>)>>,
 }
+
+/// Fragment blocks kept decompressed (at most this many blocks of memory).
+const FRAGMENT_CACHE: usize = 8;
 
 /// Read the superblock at `offset` and check what the rest of the reader relies on.
 fn read_superblock(file: &File, offset: u64, len: u64) -> Result<(Superblock, Compression)> {
@@ -89,6 +95,7 @@ impl<'f> SquashfsReader<'f> {
             xattr_ids: Vec::new(),
             xattr_start: 0,
             cache: RefCell::new(HashMap::new()),
+            fragment_cache: RefCell::new(Vec::new()),
         };
         reader.ids = raw::decode_entries(&reader.read_lookup_table(
             reader.sb.id_table,
@@ -357,6 +364,25 @@ impl<'f> SquashfsReader<'f> {
         }
     }
 
+    /// Fragment block `index`, from the cache when it was read recently.
+    fn fragment_block(&self, index: u32, at: u64, word: u32) -> Result<Rc<Vec<u8>>> {
+        if let Some((_, data)) = self
+            .fragment_cache
+            .borrow()
+            .iter()
+            .find(|(i, _)| *i == index)
+        {
+            return Ok(Rc::clone(data));
+        }
+        let data = Rc::new(self.data_block(at, word, "fragment")?);
+        let mut cache = self.fragment_cache.borrow_mut();
+        if cache.len() == FRAGMENT_CACHE {
+            cache.remove(0);
+        }
+        cache.push((index, Rc::clone(&data)));
+        Ok(data)
+    }
+
     /// The uncompressed bytes of block `index` of a file (the fragment for the tail).
     fn file_block(&self, file: &FileLayout, index: usize) -> Result<Vec<u8>> {
         let bs = self.sb.block_size as u64;
@@ -383,7 +409,7 @@ impl<'f> SquashfsReader<'f> {
                 file.number, inode.fragment
             ))
         })?;
-        let data = self.data_block(fragment.start, fragment.size, "fragment")?;
+        let data = self.fragment_block(inode.fragment, fragment.start, fragment.size)?;
         let off = inode.fragment_offset as usize;
         data.get(off..off + expected)
             .map(<[u8]>::to_vec)
