@@ -139,6 +139,17 @@ pub trait EntrySource {
     fn read_content(&mut self) -> Result<Box<dyn Read + '_>>;
 }
 
+/// A borrowed source is a source (so adaptors can wrap `&mut dyn EntrySource`).
+impl<S: EntrySource + ?Sized> EntrySource for &mut S {
+    fn next_entry(&mut self) -> Result<Option<Entry>> {
+        (**self).next_entry()
+    }
+
+    fn read_content(&mut self) -> Result<Box<dyn Read + '_>> {
+        (**self).read_content()
+    }
+}
+
 /// A sink that consumes entries, e.g. a squashfs or tar writer.
 pub trait EntrySink {
     /// Add one entry; for a [`EntryKind::File`], `content` yields exactly `size` bytes.

@@ -17,11 +17,71 @@
 //! the OverlayFS form (0/0 character devices and the opaque xattr), which is what an
 //! OCI-SIF squashfs layer holds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::error::{Error, Result};
 use crate::fs::entry::{Entry, EntryKind, EntrySink, EntrySource, Metadata, Xattr, display_path};
-use crate::fs::whiteout::{Change, OPAQUE_XATTR, classify};
+use crate::fs::whiteout::{Change, OPAQUE_XATTR, ToOverlayfs, classify};
+
+/// Keep mode in one pass, for the usual layer: AUFS whiteouts converted to the OverlayFS
+/// form on the way, missing parent directories made, everything else copied as it comes.
+/// Returns `Ok(None)`, having written an incomplete image, when the layer needs the
+/// two-pass [`LayerMerge`] (a path given twice, a hard link to a file of a layer below, a
+/// path under a non-directory); otherwise the number of entries written.
+pub fn copy_layer_directly(
+    source: &mut dyn EntrySource,
+    sink: &mut dyn EntrySink,
+) -> Result<Option<u64>> {
+    let mut source = ToOverlayfs::new(source);
+    let mut dirs: HashSet<Vec<u8>> = HashSet::from([Vec::new()]);
+    let mut others: HashSet<Vec<u8>> = HashSet::new();
+    let mut count = 1u64;
+    while let Some(entry) = source.next_entry()? {
+        if entry.path.is_empty() {
+            if entry.kind == EntryKind::Directory {
+                sink.add_entry(&entry, None)?;
+            }
+            continue;
+        }
+        let mut end = 0;
+        while let Some(i) = entry.path[end..].iter().position(|&b| b == b'/') {
+            let ancestor = &entry.path[..end + i];
+            if !dirs.contains(ancestor) {
+                if others.contains(ancestor) {
+                    return Ok(None);
+                }
+                sink.add_entry(&implicit_dir(ancestor.to_vec()), None)?;
+                dirs.insert(ancestor.to_vec());
+                count += 1;
+            }
+            end += i + 1;
+        }
+        match &entry.kind {
+            EntryKind::Directory => {
+                if others.contains(&entry.path) {
+                    return Ok(None);
+                }
+                if dirs.insert(entry.path.clone()) {
+                    count += 1;
+                }
+                sink.add_entry(&entry, None)?;
+                continue;
+            }
+            EntryKind::HardLink { target } if !others.contains(target) => return Ok(None),
+            _ if others.contains(&entry.path) || dirs.contains(&entry.path) => return Ok(None),
+            _ => {}
+        }
+        if matches!(entry.kind, EntryKind::File { .. }) {
+            let mut content = source.read_content()?;
+            sink.add_entry(&entry, Some(&mut content))?;
+        } else {
+            sink.add_entry(&entry, None)?;
+        }
+        others.insert(entry.path);
+        count += 1;
+    }
+    Ok(Some(count))
+}
 
 /// Where a file's content comes from: the layer, and the position of its entry in that
 /// layer's stream (counting every entry the source yields, from 0).
@@ -638,6 +698,42 @@ mod tests {
         m.observe(&file("d/.wh..wh..opq", "").0).unwrap();
         let plan = m.finish();
         assert!(is_opaque(&plan.structure[1].metadata));
+    }
+
+    #[test]
+    fn one_pass_conversion_handles_the_usual_layer_and_hands_back_the_rest() {
+        let usual = vec![
+            file("d/x", "1"),
+            file("d/.wh..wh..opq", ""),
+            file(".wh.gone", ""),
+        ];
+        let mut sink = Collect::default();
+        let mut src = VecSource {
+            entries: usual,
+            at: 0,
+        };
+        let n = copy_layer_directly(&mut src, &mut sink).unwrap();
+        assert_eq!(n, Some(4), "root, the implied d, d/x, the whiteout");
+        let paths: Vec<&str> = sink.0.iter().map(|(p, _, _)| p.as_str()).collect();
+        assert_eq!(paths, ["/d", "/d/x", "/d", "/gone"]);
+        assert_eq!(sink.0[3].1, EntryKind::CharDevice { major: 0, minor: 0 });
+        for unusual in [
+            vec![file("a", "1"), file("a", "2")],
+            vec![file("a", "1"), file(".wh.a", "")],
+            vec![other(
+                "l",
+                EntryKind::HardLink {
+                    target: b"below".to_vec(),
+                },
+            )],
+        ] {
+            let mut src = VecSource {
+                entries: unusual,
+                at: 0,
+            };
+            let n = copy_layer_directly(&mut src, &mut Collect::default()).unwrap();
+            assert_eq!(n, None);
+        }
     }
 
     #[test]

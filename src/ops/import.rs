@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::digest::{Digest, HashHandle, SharedHashingReader, hash_range};
 use crate::error::{Error, Result, ResultExt};
 use crate::fs::entry::EntrySource;
-use crate::fs::merge::{LayerMerge, MergePlan};
+use crate::fs::merge::{LayerMerge, MergePlan, copy_layer_directly};
 use crate::fs::squashfs::{SquashfsReader, SquashfsWriter, WriterOptions};
 use crate::fs::tar::TarLayerReader;
 use crate::oci::layout::{
@@ -761,6 +761,28 @@ fn merge_into_squashfs(
     keep_whiteouts: bool,
     options: &ImportOptions,
 ) -> Result<(u64, u64)> {
+    if keep_whiteouts
+        && let [only] = indices
+        && layers[*only].kind == LayerKind::Tar
+    {
+        // Most layers convert in one pass; the others come back for the two-pass plan.
+        let layer = &layers[*only];
+        let progress = crate::progress::task("converting", layer.descriptor.size);
+        let mut writer = SquashfsWriter::new(file, offset, options.squashfs.clone())?;
+        let mut written = None;
+        LayerEntries::open(layer, options)?.with_source(layer, &mut |source| {
+            written = copy_layer_directly(source, &mut writer)?;
+            if written.is_none() {
+                // Read on to the end anyway, so the digests are still checked.
+                while source.next_entry()?.is_some() {}
+            }
+            Ok(())
+        })?;
+        drop(progress);
+        if let Some(entries) = written {
+            return Ok((writer.finish()?, entries));
+        }
+    }
     let total: u64 = indices.iter().map(|&i| layers[i].descriptor.size).sum();
     let progress = crate::progress::task("reading", total);
     let mut merge = LayerMerge::new(keep_whiteouts);
