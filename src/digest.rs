@@ -167,11 +167,13 @@ pub struct SharedHashingReader<R> {
     inner: R,
     state: HashHandle,
     limit: u64,
+    beyond: String,
 }
 
 impl<R> SharedHashingReader<R> {
-    /// Hash what is read from `inner`, failing beyond `limit` bytes.
-    pub fn new(inner: R, limit: u64) -> (Self, HashHandle) {
+    /// Hash what is read from `inner`, failing beyond `limit` bytes with the message
+    /// `beyond`.
+    pub fn new(inner: R, limit: u64, beyond: impl Into<String>) -> (Self, HashHandle) {
         let state = HashHandle(std::sync::Arc::new(std::sync::Mutex::new((
             Sha256::new(),
             0,
@@ -181,6 +183,7 @@ impl<R> SharedHashingReader<R> {
                 inner,
                 state: state.clone(),
                 limit,
+                beyond: beyond.into(),
             },
             state,
         )
@@ -196,7 +199,7 @@ impl<R: Read> Read for SharedHashingReader<R> {
         if state.1 > self.limit {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("more than the limit of {} bytes", self.limit),
+                self.beyond.clone(),
             ));
         }
         Ok(n)

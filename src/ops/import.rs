@@ -145,9 +145,12 @@ pub struct ImportOptions {
     pub created: Option<i64>,
     /// Replace `out` if it exists.
     pub force: bool,
-    /// A layer may expand to at most this many times its compressed size, plus 1 GiB
-    /// (a bound against decompression bombs; gzip's own maximum is about 1,032).
+    /// A layer may expand to at most this many times its compressed size, plus
+    /// `expansion_allowance` bytes (a bound against decompression bombs; gzip's own maximum
+    /// ratio is about 1,032).
     pub max_expansion: u64,
+    /// See `max_expansion`; 1 GiB by default, so that small layers of zeros still import.
+    pub expansion_allowance: u64,
 }
 
 impl Default for ImportOptions {
@@ -159,6 +162,7 @@ impl Default for ImportOptions {
             created: None,
             force: false,
             max_expansion: 1100,
+            expansion_allowance: 1 << 30,
         }
     }
 }
@@ -397,8 +401,11 @@ struct Written {
 
 /// Copy `location` to `file` at `offset`, checking the bytes against `descriptor`.
 fn copy_blob(file: &File, offset: u64, layer: &SourceLayer) -> Result<()> {
-    let (mut reader, handle) =
-        SharedHashingReader::new(layer.location.open()?, layer.descriptor.size);
+    let (mut reader, handle) = SharedHashingReader::new(
+        layer.location.open()?,
+        layer.descriptor.size,
+        "more bytes than its declared size",
+    );
     let mut buf = vec![0u8; 1 << 20];
     let mut at = offset;
     let progress = crate::progress::task("copying", layer.descriptor.size);
@@ -506,16 +513,26 @@ struct TarStream {
 }
 
 impl TarStream {
-    fn open(layer: &SourceLayer, max_expansion: u64) -> Result<TarStream> {
-        let (raw, compressed) =
-            SharedHashingReader::new(layer.location.open()?, layer.descriptor.size);
+    fn open(layer: &SourceLayer, options: &ImportOptions) -> Result<TarStream> {
+        let (raw, compressed) = SharedHashingReader::new(
+            layer.location.open()?,
+            layer.descriptor.size,
+            "more bytes than its declared size",
+        );
         let decompressed = crate::fs::tar::decompressor(raw).map_err(|e| e.context(&layer.name))?;
         let limit = layer
             .descriptor
             .size
-            .saturating_mul(max_expansion)
-            .saturating_add(1 << 30);
-        let (plain, uncompressed) = SharedHashingReader::new(decompressed, limit);
+            .saturating_mul(options.max_expansion)
+            .saturating_add(options.expansion_allowance);
+        let (plain, uncompressed) = SharedHashingReader::new(
+            decompressed,
+            limit,
+            format!(
+                "expands beyond {limit} bytes, {}x its compressed size plus {} bytes: refused as a decompression bomb",
+                options.max_expansion, options.expansion_allowance
+            ),
+        );
         let reader = TarLayerReader::new(plain).map_err(|e| e.context(&layer.name))?;
         Ok(TarStream {
             reader,
@@ -664,7 +681,7 @@ enum LayerEntries {
 impl LayerEntries {
     fn open(layer: &SourceLayer, options: &ImportOptions) -> Result<LayerEntries> {
         match layer.kind {
-            LayerKind::Tar => TarStream::open(layer, options.max_expansion)
+            LayerKind::Tar => TarStream::open(layer, options)
                 .map(LayerEntries::Tar)
                 .map_err(|e| digest_error(layer).unwrap_or(e)),
             LayerKind::Squashfs => {

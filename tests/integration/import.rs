@@ -409,9 +409,18 @@ fn with_layer(dir: &Path, layer: &[u8], diff_id: Option<&str>) {
     let config_digest = manifest["config"]["digest"].as_str().unwrap().to_string();
     let mut config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(blobs.join(&config_digest[7..])).unwrap()).unwrap();
-    config["rootfs"]["diff_ids"] = serde_json::json!([diff_id
-        .map(str::to_string)
-        .unwrap_or(format!("sha256:{digest}"))]);
+    let uncompressed = if layer.starts_with(&[0x1f, 0x8b]) {
+        use std::io::Read;
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(layer)
+            .read_to_end(&mut out)
+            .map(|_| out)
+            .unwrap_or_default()
+    } else {
+        layer.to_vec()
+    };
+    let diff_id = diff_id.map_or_else(|| crate::sifcheck::sha256(&uncompressed), str::to_string);
+    config["rootfs"]["diff_ids"] = serde_json::json!([diff_id]);
     let config_bytes = serde_json::to_vec(&config).unwrap();
     let config_digest = hex_sha256(&config_bytes);
     std::fs::write(blobs.join(&config_digest), &config_bytes).unwrap();
@@ -618,4 +627,34 @@ fn export_tar_reads_a_stale_overlay_as_it_is_and_squashfs_export_refuses_it() {
             "application/vnd.oci.image.layer.v1.tar+gzip"
         );
     }
+}
+
+#[test]
+fn a_layer_that_expands_beyond_the_bound_is_refused_as_a_bomb() {
+    use sifovl::ops::import::{ImportOptions, ImportSource, import};
+    let fixtures = require_fixtures!();
+    let work = tempfile::tempdir().unwrap();
+    let dir = layout_copy(
+        &fixtures,
+        "whiteout-explicit-file",
+        &work.path().join("bomb"),
+    );
+    // 8 MiB of zeros gzip to about 8 KiB: a ratio of ~1,000.
+    with_layer(&dir, &gzip(&raw_tar("zeros", &vec![0u8; 8 << 20])), None);
+    let out = work.path().join("out.sif");
+    let source = ImportSource::Layout {
+        dir: dir.clone(),
+        reference: None,
+    };
+    let strict = ImportOptions {
+        max_expansion: 100,
+        expansion_allowance: 0,
+        ..ImportOptions::default()
+    };
+    let err = import(&source, &out, &strict).unwrap_err();
+    assert!(err.to_string().contains("decompression bomb"), "{err}");
+    assert!(!out.exists());
+    // The default bound lets the same layer through.
+    let report = import(&source, &out, &ImportOptions::default()).unwrap();
+    assert_eq!(report.layers.len(), 1);
 }
