@@ -658,3 +658,67 @@ fn a_layer_that_expands_beyond_the_bound_is_refused_as_a_bomb() {
     let report = import(&source, &out, &ImportOptions::default()).unwrap();
     assert_eq!(report.layers.len(), 1);
 }
+
+#[test]
+fn xattrs_devices_symlinks_and_links_survive_import_as_umoci_unpacks_them() {
+    require_tool!("umoci");
+    require_tool!("unsquashfs");
+    require_tool!("setfattr");
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to make device nodes and trusted.* xattrs");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    for dir in ["etc", "usr/bin", "dev", "var/big", "opt/gone"] {
+        std::fs::create_dir_all(tree.join(dir)).unwrap();
+    }
+    std::fs::write(tree.join("etc/conf"), b"key=value\n").unwrap();
+    std::fs::write(tree.join("usr/bin/tool"), vec![0x7fu8; 300_000]).unwrap();
+    std::fs::hard_link(tree.join("usr/bin/tool"), tree.join("usr/bin/tool-alias")).unwrap();
+    std::os::unix::fs::symlink("../etc/conf", tree.join("usr/conf-link")).unwrap();
+    std::fs::write(tree.join("var/big/data"), vec![1u8; 2_000_000]).unwrap();
+    std::fs::write(tree.join("opt/gone/data"), vec![2u8; 1_000_000]).unwrap();
+    run_ok(
+        Command::new("setfattr")
+            .args(["-n", "user.origin", "-v", "sifovl-test"])
+            .arg(tree.join("etc/conf")),
+    );
+    run_ok(
+        Command::new("setfattr")
+            .args(["-n", "trusted.note", "-v", "0x00ff"])
+            .arg(tree.join("usr/bin")),
+    );
+    run_ok(
+        Command::new("mknod")
+            .arg(tree.join("dev/null"))
+            .args(["c", "1", "3"]),
+    );
+    run_ok(Command::new("mkfifo").arg(tree.join("dev/pipe")));
+    std::os::unix::fs::chown(tree.join("etc/conf"), Some(1234), Some(5678)).unwrap();
+    let layout = work.path().join("layout");
+    run_ok(
+        Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-layout.py"))
+            .arg(&tree)
+            .arg(&layout)
+            .arg("4"),
+    );
+    // umoci as root (not rootless): devices, owners and trusted.* xattrs are real.
+    let expected_root = work.path().join("umoci");
+    run_ok(
+        Command::new("umoci")
+            .args(["raw", "unpack", "--image"])
+            .arg(format!("{}:latest", layout.display()))
+            .arg(&expected_root),
+    );
+    let expected = host_listing(&expected_root);
+    assert!(expected.contains_key("/dev/null") && !expected.contains_key("/var/big"));
+    let out = work.path().join("out.sif");
+    import(&[], layout.to_str().unwrap(), &out);
+    let got = squashfs_layer_tree(&out, 0, &work.path().join("sqfs"));
+    assert_eq!(got, expected);
+    assert!(got["/etc/conf"].contains("1234:5678") && got["/etc/conf"].contains("user.origin="));
+    assert!(got["/usr/bin/tool-alias"].starts_with("hardlink "));
+    assert!(got["/dev/null"].starts_with("char 1,3"));
+}
