@@ -6,6 +6,7 @@ mod output;
 mod overlay_cmds;
 mod render;
 mod sif_cmds;
+mod units;
 
 use std::process::ExitCode;
 

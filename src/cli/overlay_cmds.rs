@@ -13,14 +13,14 @@ use super::output::{emit, outln, print_json, write_out};
 #[derive(Args)]
 #[command(after_help = "Examples:
   sifovl add image.oci.sif                      # 64 MiB overlay as the last OCI layer
-  sifovl add --size 1024 --sparse image.oci.sif # 1 GiB, unwritten blocks kept as holes
+  sifovl add --size 1G --sparse image.oci.sif   # 1 GiB, unwritten blocks kept as holes
   sifovl add --create-dir /data native.sif      # overlay partition of a native SIF
   sifovl add --from my-overlay.img image.oci.sif")]
 pub struct AddArgs {
     /// The SIF or OCI-SIF image to edit in place.
     pub image: PathBuf,
-    /// Overlay size in MiB (at least 64).
-    #[arg(short, long, default_value_t = 64)]
+    /// Overlay size: MiB, or with a unit (512M, 1G, 1.5G); at least 64 MiB.
+    #[arg(short, long, default_value = "64", value_parser = super::units::mib, value_name = "SIZE")]
     pub size: u64,
     /// Keep unwritten overlay blocks as holes in the image file.
     #[arg(short = 'S', long)]
@@ -218,8 +218,8 @@ pub struct SealArgs {
     /// gzip[:1-9] (default, as mksquashfs), zstd[:1-22], xz or lz4.
     #[arg(long, default_value = "gzip")]
     pub compression: String,
-    /// Squashfs block size in bytes (4096 to 1048576, a power of two).
-    #[arg(long, default_value_t = 131072)]
+    /// Squashfs block size: bytes, or with a unit (128K, 1M); a power of two from 4K to 1M.
+    #[arg(long, default_value = "128K", value_parser = super::units::block, value_name = "SIZE")]
     pub block_size: u32,
     /// Map every owner to 0:0, as the reference `overlay seal` does.
     #[arg(long)]
@@ -291,8 +291,8 @@ pub struct MksquashfsArgs {
     /// gzip[:1-9] (default, as mksquashfs), zstd[:1-22], xz or lz4.
     #[arg(long, default_value = "gzip")]
     pub compression: String,
-    /// Block size in bytes (4096 to 1048576, a power of two).
-    #[arg(long, default_value_t = 131072)]
+    /// Block size: bytes, or with a unit (128K, 1M); a power of two from 4K to 1M.
+    #[arg(long, default_value = "128K", value_parser = super::units::block, value_name = "SIZE")]
     pub block_size: u32,
     /// Superblock time (seconds since the epoch); default now.
     #[arg(long)]

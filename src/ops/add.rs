@@ -15,6 +15,35 @@ use crate::oci::{Descriptor, MediaType};
 use crate::ocisif::{BlobData, NewBlob, OciImage};
 use crate::sif::{Arch, Container, FsType, ObjectSpec, PartType};
 
+/// The largest ext3 filesystem (2^32 blocks of 4 KiB), in MiB.
+const EXT3_MAX_MIB: u64 = 16 << 20;
+
+/// Refuse a size that cannot work before any work is done: beyond ext3's limit, or (when
+/// not sparse) more than the free space where the image lives.
+fn check_room(path: &Path, name: &str, options: &AddOptions) -> Result<()> {
+    let mib = options.size_mib;
+    if mib > EXT3_MAX_MIB {
+        return Err(Error::refused(format!(
+            "{name}: an overlay of {mib} MiB is beyond ext3's 16 TiB limit"
+        )));
+    }
+    if !options.sparse {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if let Ok(stat) = rustix::fs::statvfs(dir) {
+            let free_mib = stat.f_bavail.saturating_mul(stat.f_frsize) >> 20;
+            if mib > free_mib {
+                return Err(Error::refused(format!(
+                    "{name}: an overlay of {mib} MiB needs that much free space beside the image; {free_mib} MiB available (--sparse writes only the blocks in use)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Options of `sifovl add`.
 #[derive(Debug, Clone)]
 pub struct AddOptions {
@@ -95,6 +124,9 @@ pub fn add_overlay(path: &Path, options: &AddOptions) -> Result<AddReport> {
         image
     };
     let signatures = container.signatures();
+    if options.from.is_none() {
+        check_room(path, &name, options)?;
+    }
 
     let temp;
     let source_path = match &options.from {

@@ -85,3 +85,65 @@ fn mktar_compression_follows_the_file_name_and_counts_tar_members() {
         assert_eq!(report["entries"], 2, "{name}: {report}");
     }
 }
+
+#[test]
+fn sizes_take_units_and_absurd_sizes_are_refused_before_any_work() {
+    let (_dir, image) = scratch("sample.oci.sif");
+    let before = std::fs::read(&image).unwrap();
+    for (size, needle) in [
+        ("99999999", "beyond ext3's 16 TiB limit"),
+        ("20T", "beyond ext3's 16 TiB limit"),
+        ("1.5x", "unknown unit"),
+        ("100K", "not a whole number of MiB"),
+    ] {
+        let out = sifovl()
+            .args(["add", "--sparse", "--size", size])
+            .arg(&image)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{size}: {stderr}");
+        assert!(stderr.contains(needle), "{size}: {stderr}");
+        assert_eq!(
+            std::fs::read(&image).unwrap(),
+            before,
+            "{size}: image unchanged"
+        );
+    }
+    // Without --sparse the whole overlay is written: more than the free space is refused,
+    // naming the image.
+    let out = sifovl()
+        .args(["add", "--size", "15T"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(image.to_str().unwrap()) && stderr.contains("free space"),
+        "{stderr}"
+    );
+    // Units work: 96M is 96 MiB of ext3 (checked by its superblock through inspect).
+    crate::util::run_ok(
+        sifovl()
+            .args(["add", "--sparse", "--size", "96M"])
+            .arg(&image),
+    );
+    let info: serde_json::Value = serde_json::from_slice(&crate::util::run_ok(
+        sifovl().args(["inspect", "--json"]).arg(&image),
+    ))
+    .unwrap();
+    assert_eq!(info["overlay"]["size"], 96 << 20);
+    // And block sizes: 64K squashfs blocks (unsquashfs -s reads the superblock).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), b"x").unwrap();
+    let out = dir.path().join("o.sqfs");
+    crate::util::run_ok(
+        sifovl()
+            .args(["mksquashfs", "--block-size", "64K"])
+            .arg(dir.path())
+            .arg(&out),
+    );
+    let stat = crate::util::run_ok(std::process::Command::new("unsquashfs").arg("-s").arg(&out));
+    assert!(String::from_utf8_lossy(&stat).contains("Block size 65536"));
+}
