@@ -26,6 +26,21 @@ pub enum ErrorKind {
     NotFound,
 }
 
+impl ErrorKind {
+    /// A short stable name, for JSON reports: `io`, `malformed`, `unsupported`, `refused`,
+    /// `in-use`, `not-found`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Io => "io",
+            ErrorKind::Malformed => "malformed",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Refused => "refused",
+            ErrorKind::InUse => "in-use",
+            ErrorKind::NotFound => "not-found",
+        }
+    }
+}
+
 /// A one-line error: `context: context: message[: io error]`.
 #[derive(Debug)]
 pub struct Error {

@@ -68,6 +68,9 @@ pub enum Outcome {
 }
 
 pub fn run() -> ExitCode {
+    // Under --json an error is a JSON object on standard output too (scripts read one
+    // place); clap's own usage errors stay text.
+    let json = std::env::args_os().skip(1).any(|a| a == "--json");
     let cli = Cli::parse();
     install_progress();
     let result = match cli.command {
@@ -95,10 +98,29 @@ pub fn run() -> ExitCode {
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {
             // One line, whatever the error carries.
-            eprintln!("sifovl: {}", e.to_string().replace('\n', " "));
+            let message = e.to_string().replace('\n', " ");
+            eprintln!("sifovl: {message}");
+            if json {
+                let report = serde_json::json!({
+                    "error": message,
+                    "kind": e.kind().name(),
+                    "file": first_existing_path(),
+                });
+                let _ = output::print_json(&report);
+            }
             ExitCode::from(2)
         }
     }
+}
+
+/// The first command-line argument that names an existing file or directory: the image
+/// (or source) the failed command was about, for `--json` error reports.
+fn first_existing_path() -> Option<String> {
+    std::env::args_os()
+        .skip(2)
+        .filter(|a| !a.to_string_lossy().starts_with('-'))
+        .find(|a| std::path::Path::new(a).exists())
+        .map(|a| a.to_string_lossy().into_owned())
 }
 
 /// Progress bars on standard error, only when it is a terminal.

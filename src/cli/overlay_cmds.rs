@@ -192,16 +192,22 @@ pub fn verify(args: VerifyArgs) -> Result<Outcome> {
     after_help = "Every sifovl command recovers an interrupted edit on its own; this does only that."
 )]
 pub struct RecoverArgs {
+    /// The image whose interrupted edit to finish or roll back.
     pub image: PathBuf,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn recover(args: RecoverArgs) -> Result<Outcome> {
     let report = ops::recover::recover(&args.image)?;
-    if report.recovered {
-        outln!("{}: interrupted edit recovered", report.image)?;
-    } else {
-        outln!("{}: no interrupted edit pending", report.image)?;
-    }
+    emit(args.json, &report, |r| {
+        if r.recovered {
+            format!("{}: interrupted edit recovered", r.image)
+        } else {
+            format!("{}: no interrupted edit pending", r.image)
+        }
+    })?;
     Ok(Outcome::Success)
 }
 
@@ -300,6 +306,9 @@ pub struct MksquashfsArgs {
     /// Compression threads (default: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn mksquashfs(args: MksquashfsArgs) -> Result<Outcome> {
@@ -314,12 +323,9 @@ pub fn mksquashfs(args: MksquashfsArgs) -> Result<Outcome> {
             threads: args.threads,
         },
     )?;
-    outln!(
-        "{}: {} entries, {} bytes",
-        report.output,
-        report.entries,
-        report.size
-    )?;
+    emit(args.json, &report, |r| {
+        format!("{}: {} entries, {} bytes", r.output, r.entries, r.size)
+    })?;
     Ok(Outcome::Success)
 }
 

@@ -147,3 +147,57 @@ fn sizes_take_units_and_absurd_sizes_are_refused_before_any_work() {
     let stat = crate::util::run_ok(std::process::Command::new("unsquashfs").arg("-s").arg(&out));
     assert!(String::from_utf8_lossy(&stat).contains("Block size 65536"));
 }
+
+#[test]
+fn under_json_an_error_is_a_json_object_on_stdout_with_the_same_exit_code() {
+    let (dir, image) = scratch("sample.oci.sif");
+    let missing = dir.path().join("missing.sif");
+    for (args, kind, file) in [
+        (
+            vec!["reconcile", "--json", image.to_str().unwrap()],
+            "refused",
+            Some(&image),
+        ),
+        (
+            vec!["verify", "--json", missing.to_str().unwrap()],
+            "io",
+            None,
+        ),
+        (
+            vec!["seal", "--json", image.to_str().unwrap()],
+            "refused",
+            Some(&image),
+        ),
+    ] {
+        let out = sifovl().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: stdout is not JSON ({e}): {:?}", out.stdout));
+        assert_eq!(report["kind"], kind, "{args:?}: {report}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            report["error"].as_str().unwrap(),
+            stderr.trim().trim_start_matches("sifovl: "),
+            "the same one-line message on both streams"
+        );
+        match file {
+            Some(path) => assert_eq!(report["file"], path.to_str().unwrap()),
+            None => assert!(report["file"].is_null()),
+        }
+    }
+    // mksquashfs and recover take --json as the README says every command does.
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("f"), b"x").unwrap();
+    let out = crate::util::run_ok(
+        sifovl()
+            .args(["mksquashfs", "--json"])
+            .arg(&tree)
+            .arg(dir.path().join("t.sqfs")),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(report["entries"], 2);
+    let out = crate::util::run_ok(sifovl().args(["recover", "--json"]).arg(&image));
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(report["recovered"], false);
+}
