@@ -6,7 +6,7 @@
 set -euo pipefail
 
 packages=(e2fsprogs squashfs-tools squashfs-tools-ng squashfuse fuse3 fuse2fs fuse-overlayfs skopeo umoci attr tar gzip zstd xz-utils python3
-          openssl curl docker-registry apache2-utils)
+          openssl curl docker-registry apache2-utils man-db)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -58,6 +58,19 @@ enum Command {
     Header(sif_cmds::HeaderArgs),
     /// Write one object's bytes to standard output.
     Dump(sif_cmds::DumpArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = "Examples:
+  sifovl completions bash > /etc/bash_completion.d/sifovl
+  sifovl completions zsh > \"${fpath[1]}/_sifovl\"
+  sifovl completions fish > ~/.config/fish/completions/sifovl.fish")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on standard output.
+    #[command(after_help = "Example:
+  sifovl man > /usr/local/share/man/man1/sifovl.1 && man sifovl")]
+    Man,
 }
 
 /// How a command that did not fail ended.
@@ -90,6 +103,8 @@ pub fn run() -> ExitCode {
         Command::Info(args) => sif_cmds::info(args),
         Command::Header(args) => sif_cmds::header(args),
         Command::Dump(args) => sif_cmds::dump(args),
+        Command::Completions { shell } => completions(shell),
+        Command::Man => man_page(),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
@@ -111,6 +126,24 @@ pub fn run() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn completions(shell: clap_complete::Shell) -> sifovl::Result<Outcome> {
+    use clap::CommandFactory;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "sifovl", &mut script);
+    output::write_out(&String::from_utf8_lossy(&script))?;
+    Ok(Outcome::Success)
+}
+
+fn man_page() -> sifovl::Result<Outcome> {
+    use clap::CommandFactory;
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut page)
+        .map_err(|e| sifovl::error::Error::io("rendering the man page", e))?;
+    output::write_out(&String::from_utf8_lossy(&page))?;
+    Ok(Outcome::Success)
 }
 
 /// The first command-line argument that names an existing file or directory: the image

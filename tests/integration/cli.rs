@@ -201,3 +201,42 @@ fn under_json_an_error_is_a_json_object_on_stdout_with_the_same_exit_code() {
     let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(report["recovered"], false);
 }
+
+#[test]
+fn completions_are_valid_shell_and_the_man_page_renders() {
+    crate::require_tool!("bash");
+    crate::require_tool!("man");
+    let dir = tempfile::tempdir().unwrap();
+    let script = crate::util::run_ok(sifovl().args(["completions", "bash"]));
+    let path = dir.path().join("sifovl.bash");
+    std::fs::write(&path, &script).unwrap();
+    // bash parses it, and completing `sifovl im` offers import.
+    crate::util::run_ok(std::process::Command::new("bash").arg("-n").arg(&path));
+    let offered = crate::util::run_ok(std::process::Command::new("bash").arg("-c").arg(format!(
+        "source {}; COMP_WORDS=(sifovl im); COMP_CWORD=1; _sifovl sifovl im sifovl; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        path.display()
+    )));
+    assert!(
+        String::from_utf8_lossy(&offered)
+            .lines()
+            .any(|l| l == "import"),
+        "{}",
+        String::from_utf8_lossy(&offered)
+    );
+    let page = crate::util::run_ok(sifovl().arg("man"));
+    let man = dir.path().join("sifovl.1");
+    std::fs::write(&man, &page).unwrap();
+    let rendered = crate::util::run_ok(
+        std::process::Command::new("man")
+            .args(["-l", "-P", "cat"])
+            .arg(&man)
+            .env("MANWIDTH", "100"),
+    );
+    let text = String::from_utf8_lossy(&rendered);
+    for needle in ["NAME", "sifovl", "reconcile", "import", "export"] {
+        assert!(
+            text.contains(needle),
+            "{needle} missing from the man page:\n{text}"
+        );
+    }
+}
