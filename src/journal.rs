@@ -347,13 +347,16 @@ pub fn recover(path: &Path, file: &File) -> Result<bool> {
         )));
     }
     let what = || format!("{}: recovering interrupted edit", path.display());
-    if record.state == STATE_COMMITTED {
+    let done = if record.state == STATE_COMMITTED {
         apply(file, &record).with_context(what)?;
+        "finished an interrupted edit (it had been committed)"
     } else {
         set_len(file, record.old_len).with_context(what)?;
         sync(file).with_context(what)?;
-    }
+        "rolled back an interrupted edit (it had not been committed)"
+    };
     remove_journal(path)?;
+    crate::progress::notice(&format!("{}: {done}", path.display()));
     Ok(true)
 }
 

@@ -9,6 +9,10 @@ use std::sync::OnceLock;
 pub trait Reporter: Send + Sync {
     /// Start showing `total_bytes` of work called `label`.
     fn start(&self, label: &str, total_bytes: u64) -> Box<dyn Task>;
+
+    /// Tell the user something they did not ask about but should know (an interrupted
+    /// edit finished or rolled back on the way). Silent by default.
+    fn notice(&self, _text: &str) {}
 }
 
 /// One piece of long work in progress; finished when dropped.
@@ -35,5 +39,12 @@ pub fn task(label: &str, total_bytes: u64) -> Box<dyn Task> {
     match REPORTER.get() {
         Some(r) => r.start(label, total_bytes),
         None => Box::new(Silent),
+    }
+}
+
+/// Pass `text` to the reporter's [`Reporter::notice`] (nothing happens without one).
+pub fn notice(text: &str) {
+    if let Some(r) = REPORTER.get() {
+        r.notice(text);
     }
 }

@@ -156,15 +156,17 @@ fn first_existing_path() -> Option<String> {
         .map(|a| a.to_string_lossy().into_owned())
 }
 
-/// Progress bars on standard error, only when it is a terminal.
-struct TerminalProgress;
+/// Progress bars on standard error, only when it is a terminal; notices always.
+struct TerminalProgress {
+    bars: bool,
+}
 
 struct Bar(indicatif::ProgressBar);
 
 impl sifovl::progress::Reporter for TerminalProgress {
     fn start(&self, label: &str, total_bytes: u64) -> Box<dyn sifovl::progress::Task> {
         // Short work finishes before a bar could help.
-        if total_bytes < 64 << 20 {
+        if !self.bars || total_bytes < 64 << 20 {
             return Box::new(Bar(indicatif::ProgressBar::hidden()));
         }
         let bar = indicatif::ProgressBar::new(total_bytes);
@@ -177,6 +179,10 @@ impl sifovl::progress::Reporter for TerminalProgress {
         );
         bar.set_message(label.to_string());
         Box::new(Bar(bar))
+    }
+
+    fn notice(&self, text: &str) {
+        eprintln!("sifovl: note: {text}");
     }
 }
 
@@ -194,7 +200,7 @@ impl Drop for Bar {
 
 fn install_progress() {
     use std::io::IsTerminal;
-    if std::io::stderr().is_terminal() {
-        sifovl::progress::set_reporter(Box::new(TerminalProgress));
-    }
+    sifovl::progress::set_reporter(Box::new(TerminalProgress {
+        bars: std::io::stderr().is_terminal(),
+    }));
 }

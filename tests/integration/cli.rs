@@ -240,3 +240,69 @@ fn completions_are_valid_shell_and_the_man_page_renders() {
         );
     }
 }
+
+/// Run `args` on copies of `old` with a fault before each durable step from 1 to `up_to`
+/// (or until it completes); after each, `inspect` must report any recovery it does on
+/// stderr, and say nothing otherwise. Returns the outcomes reported.
+fn recovery_notes(
+    old: &[u8],
+    args: &[&str],
+    up_to: u64,
+) -> std::collections::BTreeSet<&'static str> {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work.sif");
+    let mut seen = std::collections::BTreeSet::new();
+    for n in 1..=up_to {
+        std::fs::write(&work, old).unwrap();
+        let out = sifovl()
+            .args(args)
+            .arg(&work)
+            .env("SIFOVL_FAULT_AT", n.to_string())
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break;
+        }
+        let pending = sifovl::journal::pending(&work);
+        let inspect = sifovl().arg("inspect").arg(&work).output().unwrap();
+        assert!(inspect.status.success());
+        let stderr = String::from_utf8_lossy(&inspect.stderr).into_owned();
+        if pending {
+            assert!(
+                stderr.starts_with(&format!("sifovl: note: {}: ", work.display())),
+                "{args:?} fault {n}: recovery not reported: {stderr:?}"
+            );
+            seen.insert(if stderr.contains("rolled back") {
+                "rolled back"
+            } else {
+                "finished"
+            });
+        } else {
+            assert!(
+                stderr.is_empty(),
+                "{args:?} fault {n}: nothing to recover, nothing said: {stderr:?}"
+            );
+        }
+        assert!(!sifovl::journal::pending(&work));
+    }
+    seen
+}
+
+#[test]
+fn automatic_recovery_says_what_it_did() {
+    crate::require_tool!("debugfs");
+    let (dir, image) = scratch("sample.oci.sif");
+    // add stages the overlay before committing: faults there are rolled back.
+    let rolled = recovery_notes(&std::fs::read(&image).unwrap(), &["add", "--sparse"], 8);
+    assert!(rolled.contains("rolled back"), "{rolled:?}");
+    // reconcile commits at once: faults after the commit point are finished.
+    crate::util::run_ok(sifovl().args(["add", "--sparse"]).arg(&image));
+    let job = dir.path().join("result.txt");
+    std::fs::write(&job, b"job output").unwrap();
+    crate::ocisif::simulate_writable_run(
+        &image,
+        &[&format!("write {} /upper/r.txt", job.display())],
+    );
+    let finished = recovery_notes(&std::fs::read(&image).unwrap(), &["reconcile"], 100);
+    assert!(finished.contains("finished"), "{finished:?}");
+}
