@@ -240,17 +240,25 @@ fn object_digests(
         let recorded_text = recorded.map(|r| r.to_string()).unwrap_or_default();
         match &hashes[&d.id] {
             Ok(actual) if Some(*actual) == recorded => {}
-            Ok(actual) => mismatches.push(format!(
-                "object {} records {recorded_text} but holds {actual}",
-                d.id
-            )),
+            Ok(actual) => {
+                // Name what the object is: only a changed overlay is reconcile's to fix.
+                let layer = image.layers.iter().position(|l| l.object == d.id);
+                let what = match layer {
+                    Some(i) if image.overlay().is_some_and(|o| o.object == d.id) => format!(
+                        " (layer {i}, the writable overlay, changed: run `sifovl reconcile`)"
+                    ),
+                    Some(i) => format!(
+                        " (layer {i} is damaged; reconcile cannot repair it: restore the image)"
+                    ),
+                    None => String::new(),
+                };
+                mismatches.push(format!(
+                    "object {} records {recorded_text} but holds {actual}{what}",
+                    d.id
+                ))
+            }
             Err(e) => mismatches.push(format!("object {}: {e}", d.id)),
         }
-    }
-    if let Some(last) = mismatches.last_mut()
-        && image.overlay().is_some()
-    {
-        last.push_str(" (a changed overlay: run `sifovl reconcile`)");
     }
     let mut duplicates: Vec<String> = by_digest
         .iter()

@@ -306,3 +306,39 @@ fn automatic_recovery_says_what_it_did() {
     let finished = recovery_notes(&std::fs::read(&image).unwrap(), &["reconcile"], 100);
     assert!(finished.contains("finished"), "{finished:?}");
 }
+
+#[test]
+fn verify_names_a_damaged_lower_layer_and_a_changed_overlay_apart() {
+    crate::require_tool!("debugfs");
+    let (dir, image) = scratch("sample.oci.sif");
+    crate::util::run_ok(sifovl().args(["add", "--sparse"]).arg(&image));
+    let info: serde_json::Value = serde_json::from_slice(&crate::util::run_ok(
+        sifovl().args(["inspect", "--json"]).arg(&image),
+    ))
+    .unwrap();
+    // A byte of layer 0 flipped: damage, not a job's writes.
+    let damaged = dir.path().join("damaged.sif");
+    let mut bytes = std::fs::read(&image).unwrap();
+    let at = info["layers"][0]["offset"].as_u64().unwrap() as usize + 100;
+    bytes[at] ^= 0xff;
+    std::fs::write(&damaged, &bytes).unwrap();
+    let out = sifovl().arg("verify").arg(&damaged).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("layer 0 is damaged"), "{text}");
+    assert!(!text.contains("run `sifovl reconcile`"), "{text}");
+    // The overlay written by a job: reconcile is the answer.
+    let job = dir.path().join("r.txt");
+    std::fs::write(&job, b"x").unwrap();
+    crate::ocisif::simulate_writable_run(
+        &image,
+        &[&format!("write {} /upper/r.txt", job.display())],
+    );
+    let out = sifovl().arg("verify").arg(&image).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("layer 1, the writable overlay, changed: run `sifovl reconcile`"),
+        "{text}"
+    );
+}
