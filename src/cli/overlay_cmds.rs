@@ -144,6 +144,7 @@ pub fn reconcile(args: ReconcileArgs) -> Result<Outcome> {
   sifovl inspect image.oci.sif
   sifovl inspect --hash --json image.oci.sif | jq .overlay")]
 pub struct InspectArgs {
+    /// The SIF or OCI-SIF image to describe.
     pub image: PathBuf,
     /// Also hash the overlay to tell whether its digests are in sync.
     #[arg(long)]
@@ -169,6 +170,7 @@ Example:
   sifovl verify image.oci.sif"
 )]
 pub struct VerifyArgs {
+    /// The SIF or OCI-SIF image to check.
     pub image: PathBuf,
     /// Print the result as JSON.
     #[arg(long)]
@@ -335,6 +337,7 @@ pub fn mksquashfs(args: MksquashfsArgs) -> Result<Outcome> {
   sifovl ls --layer 0 --hash image.oci.sif
   sifovl ls --json image.sif | jq '.[] | select(.whiteout)'")]
 pub struct LsArgs {
+    /// The SIF or OCI-SIF image to list.
     pub image: PathBuf,
     /// List OCI layer N (or partition N of a native SIF) instead of the overlay.
     #[arg(long, value_name = "N")]
@@ -416,6 +419,7 @@ Examples:
   sifovl export-layer --layer 1 --compression zstd image.oci.sif top.tar.zst"
 )]
 pub struct ExportLayerArgs {
+    /// The SIF or OCI-SIF image holding the layer.
     pub image: PathBuf,
     /// The tar layer to create (overwritten).
     pub output: PathBuf,

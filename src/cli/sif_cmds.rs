@@ -17,6 +17,7 @@ use super::output::{print_json, write_out};
     after_help = "Output is byte-identical to `siftool list`.\n\nExample:\n  sifovl list image.sif"
 )]
 pub struct ListArgs {
+    /// The SIF image.
     pub image: PathBuf,
     /// Print the objects as JSON.
     #[arg(long)]
@@ -41,6 +42,7 @@ pub fn list(args: ListArgs) -> Result<Outcome> {
 pub struct InfoArgs {
     /// Object ID (see `sifovl list`).
     pub id: u32,
+    /// The SIF image.
     pub image: PathBuf,
     /// Print the object as JSON.
     #[arg(long)]
@@ -67,6 +69,7 @@ pub fn info(args: InfoArgs) -> Result<Outcome> {
     after_help = "Output is byte-identical to `siftool header`.\n\nExample:\n  sifovl header image.sif"
 )]
 pub struct HeaderArgs {
+    /// The SIF image.
     pub image: PathBuf,
     /// Print the header as JSON.
     #[arg(long)]
@@ -88,7 +91,9 @@ pub fn header(args: HeaderArgs) -> Result<Outcome> {
     after_help = "Writes the object's raw bytes to standard output, as `siftool dump`.\n\nExample:\n  sifovl dump 3 image.oci.sif | jq ."
 )]
 pub struct DumpArgs {
+    /// Object ID (see `sifovl list`).
     pub id: u32,
+    /// The SIF image.
     pub image: PathBuf,
 }
 

@@ -173,11 +173,18 @@ pub fn locate(path: &Path, target: Target) -> Result<(File, u64, u64)> {
     let name = &opened.name;
     let (offset, size) = match &opened.oci {
         Some(image) => {
+            let count = image.layers.len();
             let layer = match target {
                 Target::Overlay => image.layers.last(),
                 Target::Layer(i) => image.layers.get(i),
             }
-            .ok_or_else(|| Error::not_found(format!("{name}: no such layer")))?;
+            .ok_or_else(|| match target {
+                Target::Layer(i) if count > 0 => Error::not_found(format!(
+                    "{name}: no layer {i}: layers are numbered 0 to {} (bottom first, as `sifovl inspect` lists them)",
+                    count - 1
+                )),
+                _ => Error::not_found(format!("{name}: the image has no layers")),
+            })?;
             if !matches!(
                 layer.descriptor.media_type,
                 MediaType::Ext3Layer | MediaType::SquashfsLayer
@@ -205,7 +212,13 @@ pub fn locate(path: &Path, target: Target) -> Result<(File, u64, u64)> {
                     .or(partitions.last()),
                 Target::Layer(i) => partitions.get(i),
             }
-            .ok_or_else(|| Error::not_found(format!("{name}: no such partition")))?;
+            .ok_or_else(|| match target {
+                Target::Layer(i) if !partitions.is_empty() => Error::not_found(format!(
+                    "{name}: no partition {i}: ext3 and squashfs partitions are numbered 0 to {}",
+                    partitions.len() - 1
+                )),
+                _ => Error::not_found(format!("{name}: no ext3 or squashfs partition")),
+            })?;
             (d.offset, d.size)
         }
     };

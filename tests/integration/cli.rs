@@ -342,3 +342,50 @@ fn verify_names_a_damaged_lower_layer_and_a_changed_overlay_apart() {
         "{text}"
     );
 }
+
+/// The subcommands `sifovl --help` lists.
+fn subcommands() -> Vec<String> {
+    let help = String::from_utf8(crate::util::run_ok(sifovl().arg("--help"))).unwrap();
+    help.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_argument_of_every_command_is_described_and_out_of_range_layers_name_the_range() {
+    let commands = subcommands();
+    assert!(commands.len() >= 15, "{commands:?}");
+    for command in &commands {
+        let help =
+            String::from_utf8(crate::util::run_ok(sifovl().args([command, "--help"]))).unwrap();
+        for line in help
+            .lines()
+            .skip_while(|l| !l.starts_with("Arguments:"))
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+        {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            assert!(
+                words.len() > 1,
+                "{command}: argument without a description: {line:?}"
+            );
+        }
+    }
+    let sample = crate::ocisif::sample("sample.oci.sif");
+    let out = sifovl()
+        .args(["ls", "--layer", "3"])
+        .arg(&sample)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no layer 3: layers are numbered 0 to 0"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
