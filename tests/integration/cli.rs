@@ -389,3 +389,36 @@ fn every_argument_of_every_command_is_described_and_out_of_range_layers_name_the
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_readme_command_table_lists_exactly_the_commands_of_help() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table: std::collections::BTreeSet<String> = readme
+        .lines()
+        .skip_while(|l| l.trim() != "## Commands")
+        .take_while(|l| !l.starts_with("## ") || l.trim() == "## Commands")
+        .filter(|l| l.starts_with("| `sifovl "))
+        .flat_map(|l| {
+            // A row may name several commands: `sifovl list IMAGE`, `info ID IMAGE`, ...
+            let first_cell = l.split(" | ").next().unwrap_or("");
+            first_cell
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(|c| {
+                    c.trim_start_matches("sifovl ")
+                        .split(' ')
+                        .next()
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let help: std::collections::BTreeSet<String> = subcommands().into_iter().collect();
+    assert_eq!(
+        table, help,
+        "README's command table and `sifovl --help` differ"
+    );
+}
