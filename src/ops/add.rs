@@ -124,8 +124,15 @@ pub fn add_overlay(path: &Path, options: &AddOptions) -> Result<AddReport> {
         image
     };
     let signatures = container.signatures();
-    if options.from.is_none() {
-        check_room(path, &name, options)?;
+    match &options.from {
+        None => check_room(path, &name, options)?,
+        Some(from) if from.is_dir() => {
+            return Err(Error::refused(format!(
+                "{}: a directory; --from takes an ext3 image file (to start from a directory's files, add an overlay and copy them in)",
+                from.display()
+            )));
+        }
+        Some(_) => {}
     }
 
     let temp;

@@ -110,6 +110,20 @@ fn sizes_take_units_and_absurd_sizes_are_refused_before_any_work() {
             "{size}: image unchanged"
         );
     }
+    // --from a directory is refused in words, not as "Is a directory".
+    let out = sifovl()
+        .args(["add", "--from"])
+        .arg(dir_of(&image))
+        .arg(&image)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--from takes an ext3 image file"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&image).unwrap(), before);
     // Without --sparse the whole overlay is written: more than the free space is refused,
     // naming the image.
     let out = sifovl()
@@ -421,4 +435,8 @@ fn the_readme_command_table_lists_exactly_the_commands_of_help() {
         table, help,
         "README's command table and `sifovl --help` differ"
     );
+}
+
+fn dir_of(path: &std::path::Path) -> &std::path::Path {
+    path.parent().unwrap()
 }
