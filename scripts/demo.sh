@@ -45,5 +45,11 @@ step "seal: the overlay becomes a read-only squashfs layer"
 
 step "what the sealed layer holds (read in place, no mount)"
 "$bin" ls --layer 1 "$img"
+
+step "export as an image Docker and Podman run (tar layers), then import it back squashed"
+"$bin" export --layer-format tar "$img" "oci-archive:$work/image.tar"
+"$bin" import "oci-archive:$work/image.tar" "$work/reimported.oci.sif"
+"$bin" verify "$work/reimported.oci.sif"
+"$bin" ls "$work/reimported.oci.sif"
 echo
 echo "demo finished: all steps succeeded"
