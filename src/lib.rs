@@ -23,6 +23,7 @@ pub mod oci;
 pub(crate) mod ocisif;
 pub mod ops;
 pub mod progress;
+pub mod registry;
 pub mod sif;
 
 pub use error::{Error, ErrorKind, Result};

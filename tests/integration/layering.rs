@@ -16,11 +16,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("oci", &["error", "digest"]),
     // How an OCI image lives in a SIF: sif + oci, never filesystems or journals.
     ("ocisif", &["error", "digest", "sif", "oci"]),
+    // The OCI distribution client: HTTP and credentials, knows OCI media types, not SIF.
+    ("registry", &["error", "digest", "progress", "oci"]),
     // The resolved view of an image and the operations over all of the above.
     (
         "ops",
         &[
-            "error", "digest", "progress", "journal", "sif", "fs", "oci", "ocisif",
+            "error", "digest", "progress", "journal", "sif", "fs", "oci", "ocisif", "registry",
         ],
     ),
 ];
