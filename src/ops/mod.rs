@@ -13,6 +13,7 @@ pub mod pack;
 pub mod reconcile;
 pub mod recover;
 pub mod seal;
+pub mod transfer;
 pub mod verify;
 
 use crate::digest::Digest;

@@ -7,9 +7,10 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::{Image, apply_plan};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::journal::Edit;
-use crate::ocisif::{self, NewImage};
+use crate::ocisif::{self, Layer, NewImage, OciImage};
 
 /// What reconcile found and did.
 #[derive(Debug, Clone, Serialize)]
@@ -86,11 +87,7 @@ pub fn reconcile(path: &Path, check_only: bool) -> Result<ReconcileReport> {
     container
         .set_oci_digest(overlay.object, &actual, time)
         .map_err(ctx)?;
-    let last = image.layers.len() - 1;
-    let (manifest, config) = image
-        .with_layer_replaced(last, &actual, overlay.object_size, None)
-        .map_err(ctx)?;
-    let new = NewImage::build(image, manifest, &config, Vec::new());
+    let new = reconciled_image(image, &overlay, &actual).map_err(ctx)?;
     let manifest_digest = new.manifest_digest();
     let config_digest = new.config_digest();
     let plan = ocisif::replace_image(&mut container, image, new).map_err(ctx)?;
@@ -102,4 +99,17 @@ pub fn reconcile(path: &Path, check_only: bool) -> Result<ReconcileReport> {
     report.dropped_cosign_entries = image.cosign.len();
     report.invalidated_signatures = container.signatures();
     Ok(report)
+}
+
+/// The manifest and config reconcile writes when the overlay `overlay` of `image` hashes to
+/// `actual`: the overlay's descriptor and last diff_id changed, nothing else. Pure, so a
+/// push from a read-only file can send the reconciled image without writing it.
+pub(crate) fn reconciled_image(
+    image: &OciImage,
+    overlay: &Layer,
+    actual: &Digest,
+) -> Result<NewImage> {
+    let last = image.layers.len() - 1;
+    let (manifest, config) = image.with_layer_replaced(last, actual, overlay.object_size, None)?;
+    Ok(NewImage::build(image, manifest, &config, Vec::new()))
 }
