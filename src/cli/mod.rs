@@ -4,6 +4,7 @@
 mod image_cmds;
 mod output;
 mod overlay_cmds;
+mod registry_cmds;
 mod render;
 mod sif_cmds;
 mod units;
@@ -50,6 +51,20 @@ enum Command {
     Import(image_cmds::ImportArgs),
     /// Export an OCI-SIF's image as an OCI layout, oci-archive or docker-archive.
     Export(image_cmds::ExportArgs),
+    /// Push an image to an OCI registry (docker://) or the SIF as an ORAS artifact (oras://).
+    Push(registry_cmds::PushArgs),
+    /// Pull an image from an OCI registry into a new OCI-SIF, or an ORAS SIF.
+    Pull(registry_cmds::PullArgs),
+    /// List the tags of a registry repository.
+    Tags(registry_cmds::TagsArgs),
+    /// List (and filter) the repositories of a registry.
+    Catalog(registry_cmds::CatalogArgs),
+    /// Delete a manifest from a registry.
+    Delete(registry_cmds::DeleteArgs),
+    /// Store registry credentials in a Docker-format auth file.
+    Login(registry_cmds::LoginArgs),
+    /// Remove registry credentials from the auth file.
+    Logout(registry_cmds::LogoutArgs),
     /// List the objects of a SIF (siftool format).
     List(sif_cmds::ListArgs),
     /// Show one object's descriptor (siftool format).
@@ -99,6 +114,13 @@ pub fn run() -> ExitCode {
         Command::ExportLayer(args) => overlay_cmds::export_layer(args),
         Command::Import(args) => image_cmds::import(args),
         Command::Export(args) => image_cmds::export(args),
+        Command::Push(args) => registry_cmds::push(args),
+        Command::Pull(args) => registry_cmds::pull(args),
+        Command::Tags(args) => registry_cmds::tags(args),
+        Command::Catalog(args) => registry_cmds::catalog(args),
+        Command::Delete(args) => registry_cmds::delete(args),
+        Command::Login(args) => registry_cmds::login(args),
+        Command::Logout(args) => registry_cmds::logout(args),
         Command::List(args) => sif_cmds::list(args),
         Command::Info(args) => sif_cmds::info(args),
         Command::Header(args) => sif_cmds::header(args),

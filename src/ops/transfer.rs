@@ -467,6 +467,9 @@ pub struct PullOptions {
     pub keep_layers: bool,
     /// Replace the output if it exists.
     pub force: bool,
+    /// The `created` time of the history entry a conversion writes (Unix seconds;
+    /// `None` for now).
+    pub created: Option<i64>,
     /// Blobs downloaded at once (0 means 3).
     pub jobs: usize,
 }
@@ -717,6 +720,7 @@ fn pull_image(
             keep_layers: options.keep_layers,
             platform: Some(platform),
             force: options.force,
+            created: options.created,
             ..ImportOptions::default()
         },
     )?;
