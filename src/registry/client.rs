@@ -162,9 +162,17 @@ impl Client {
             return self.ping_base();
         }
         self.base = https.clone();
-        let tls_error = match self.ping_base() {
+        // On loopback the HTTPS probe is tried once: a plain-HTTP registry answers it with
+        // garbage at once, and retrying would only delay the fallback.
+        let loopback = is_loopback(&self.registry);
+        let probe = if loopback {
+            self.ping_once()
+        } else {
+            self.ping_base()
+        };
+        let tls_error = match probe {
             Ok(()) => return Ok(()),
-            Err(e) if is_loopback(&self.registry) && e.kind() == ErrorKind::Io => e,
+            Err(e) if loopback && e.kind() == ErrorKind::Io => e,
             Err(e) => return Err(e),
         };
         self.base = http;
@@ -177,9 +185,19 @@ impl Client {
         }
     }
 
+    fn ping_once(&self) -> Result<()> {
+        let url = format!("{}/v2/", self.base);
+        let response = self.raw("GET", &url, &[], None, None)?;
+        self.check_ping(response)
+    }
+
     fn ping_base(&self) -> Result<()> {
         let url = format!("{}/v2/", self.base);
         let response = self.send_with_retries("GET", &url, &[], None, false)?;
+        self.check_ping(response)
+    }
+
+    fn check_ping(&self, response: Response<Body>) -> Result<()> {
         let status = response.status().as_u16();
         let is_registry = header(&response, "docker-distribution-api-version").is_some();
         match status {
