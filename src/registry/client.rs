@@ -191,10 +191,21 @@ impl Client {
         self.check_ping(response)
     }
 
+    /// The ping with retries on dropped connections; its 401 is not answered here (the
+    /// challenge is kept for the first real request).
     fn ping_base(&self) -> Result<()> {
         let url = format!("{}/v2/", self.base);
-        let response = self.send_with_retries("GET", &url, &[], None, false)?;
-        self.check_ping(response)
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.raw("GET", &url, &[], None, None) {
+                Ok(response) => return self.check_ping(response),
+                Err(RequestError::Transport(_, true)) if attempt < self.options.attempts => {
+                    std::thread::sleep(self.backoff(attempt));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     fn check_ping(&self, response: Response<Body>) -> Result<()> {

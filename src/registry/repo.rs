@@ -195,13 +195,30 @@ impl Repository {
         let task = progress::task(label, source.len());
         // A resume after a dropped connection can leave the session holding more or
         // other bytes than we think; the registry then refuses the digest and the whole
-        // blob is sent again, once, in a fresh session.
-        for fresh_start in [false, true] {
+        // blob is sent again in a fresh session. Registries that cannot resume a session
+        // (distribution refuses its stale state token after a broken PATCH) also get a
+        // fresh session.
+        let attempts = self.client.options().attempts.max(1);
+        let mut restarts = 0;
+        loop {
             let mut location = match self.start_upload(digest, mount_from)? {
                 Some(location) => location,
                 None => return Ok(BlobAction::Mounted),
             };
-            let resumed = self.send_chunks(&mut location, source, &what, &*task)?;
+            let resumed = match self.send_chunks(&mut location, source, &what, &*task)? {
+                Some(resumed) => resumed,
+                None if restarts + 1 < attempts => {
+                    restarts += 1;
+                    std::thread::sleep(self.client.backoff(restarts));
+                    continue;
+                }
+                None => {
+                    return Err(Error::new(
+                        ErrorKind::Io,
+                        format!("{what}: the upload was interrupted {attempts} times"),
+                    ));
+                }
+            };
             let sep = if location.contains('?') { '&' } else { '?' };
             let url = self.client.url(&format!(
                 "{location}{sep}digest={}",
@@ -221,7 +238,10 @@ impl Repository {
                     }
                     return Ok(BlobAction::Uploaded);
                 }
-                400 if resumed && !fresh_start => continue,
+                400 if resumed && restarts + 1 < attempts => {
+                    restarts += 1;
+                    continue;
+                }
                 400 => {
                     return Err(Error::malformed(format!(
                         "{what}: the registry refused the upload: the bytes sent do not hash to the digest (DIGEST_INVALID); was the file changed while pushing?"
@@ -230,10 +250,6 @@ impl Repository {
                 _ => return Err(self.client.status_error(&what, response)),
             }
         }
-        Err(Error::new(
-            ErrorKind::Io,
-            format!("{what}: upload failed twice"),
-        ))
     }
 
     /// POST an upload session (or a mount). `None` when the mount succeeded.
@@ -267,14 +283,15 @@ impl Repository {
     }
 
     /// Send the blob's bytes to the upload session, updating `location` as the registry
-    /// moves it. Returns whether any resume happened.
+    /// moves it. Returns whether any resume happened, or `None` when the session was lost
+    /// (the registry no longer knows it after an interruption): start a new one.
     fn send_chunks(
         &self,
         location: &mut String,
         source: &dyn BlobSource,
         what: &str,
         task: &dyn progress::Task,
-    ) -> Result<bool> {
+    ) -> Result<Option<bool>> {
         let options = self.client.options();
         let len = source.len();
         let mut chunk = options.chunk_size.filter(|c| *c > 0);
@@ -307,7 +324,7 @@ impl Repository {
                     413 => {
                         // A body limit (a proxy in front of the registry): smaller chunks.
                         let next = ((end - start) / 2).min(16 << 20);
-                        if next < 64 << 10 {
+                        if next < 1 << 10 {
                             return Err(self.client.status_error(what, response));
                         }
                         chunk = Some(next);
@@ -334,7 +351,11 @@ impl Repository {
                 std::thread::sleep(wait.unwrap_or_else(|| self.client.backoff(failures)));
             }
             // Ask the registry how much it has, and go on from there.
-            let (new_location, received) = self.upload_status(location, what)?;
+            let (new_location, received) = match self.upload_status(location, what) {
+                Ok(status) => status,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
             if let Some(l) = new_location {
                 *location = l;
             }
@@ -349,7 +370,7 @@ impl Repository {
             task.advance(received.saturating_sub(offset));
             offset = received;
         }
-        Ok(resumed)
+        Ok(Some(resumed))
     }
 
     /// GET on the upload session: its `Range: 0-N` (N+1 bytes received; `0-0` is read as

@@ -9,6 +9,7 @@ mod fuse_stack;
 mod import;
 mod layering;
 mod ocisif;
+mod registry;
 mod seal;
 mod sif;
 mod sifcheck;
