@@ -570,7 +570,7 @@ impl Repository {
             .client
             .send_with_retries("PUT", &url, &headers, Some(&make), true)?;
         match response.status().as_u16() {
-            200 | 201 | 202 => {
+            200..=202 => {
                 if let Some(d) = header(&response, "docker-content-digest")
                     && d != digest.to_string()
                 {
