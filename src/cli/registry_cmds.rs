@@ -158,8 +158,10 @@ pub struct PushArgs {
     /// Try mounting blobs from this repository of the same registry first.
     #[arg(long, value_name = "REPO")]
     pub mount_from: Option<String>,
-    /// Upload in PATCH requests of at most this many MiB (for registries with body limits).
-    #[arg(long, value_name = "MIB")]
+    /// Upload in PATCH requests of at most this size (for registries or proxies with body
+    /// limits): MiB, or with a K, M or G suffix. Without it a blob goes in one request,
+    /// and a 413 answer switches to chunks by itself.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub chunk_size: Option<u64>,
     /// Blobs uploaded at once.
     #[arg(long, default_value_t = 3)]
@@ -171,6 +173,22 @@ pub struct PushArgs {
     pub json: bool,
 }
 
+/// `N` (MiB) or `N[KMG]` as bytes.
+fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let (number, shift) = match text.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&text[..i], 10),
+        Some((i, 'M' | 'm')) => (&text[..i], 20),
+        Some((i, 'G' | 'g')) => (&text[..i], 30),
+        _ => (text, 20),
+    };
+    match number.parse::<u64>() {
+        Ok(n) if n > 0 && n.leading_zeros() > shift => Ok(n << shift),
+        _ => Err(format!(
+            "{text:?}: expected a size such as 64 (MiB), 512K or 1G"
+        )),
+    }
+}
+
 fn parse_reference(text: &str) -> Result<(Transport, Reference)> {
     Reference::parse_with_transport(text)
 }
@@ -178,7 +196,7 @@ fn parse_reference(text: &str) -> Result<(Transport, Reference)> {
 pub fn push(args: PushArgs) -> Result<Outcome> {
     let (transport, reference) = parse_reference(&args.reference)?;
     let mut client = args.connect.options()?;
-    client.chunk_size = args.chunk_size.map(|m| m << 20);
+    client.chunk_size = args.chunk_size;
     let layer_format = match args.layer_format.as_deref() {
         Some("tar") => Some(LayerFormat::Tar),
         Some(_) => Some(LayerFormat::Squashfs),

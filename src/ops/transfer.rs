@@ -234,15 +234,6 @@ pub fn push(image: &Path, reference: &Reference, options: &PushOptions) -> Resul
     Ok(report)
 }
 
-impl BlobSource for Vec<u8> {
-    fn len(&self) -> u64 {
-        self.as_slice().len() as u64
-    }
-    fn reader(&self, offset: u64, end: u64) -> std::io::Result<Box<dyn std::io::Read + Send + '_>> {
-        self.as_slice().reader(offset, end)
-    }
-}
-
 /// Push the image of the OCI layout `dir` (the one image, or the one tagged `tag`).
 pub fn push_layout(
     dir: &Path,
@@ -540,8 +531,10 @@ fn pull_oras(
             )));
         }
     };
+    // 0666 less the umask, as any new file (a temporary file alone would be 0600).
     let mut tmp = tempfile::Builder::new()
         .prefix(".sifovl-pull-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(parent)
         .with_context(|| parent.display())?;
     let label = format!("pull {}", &layer.digest.hex()[..12]);

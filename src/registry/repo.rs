@@ -93,6 +93,15 @@ impl BlobSource for [u8] {
     }
 }
 
+impl BlobSource for Vec<u8> {
+    fn len(&self) -> u64 {
+        self.as_slice().len() as u64
+    }
+    fn reader(&self, offset: u64, end: u64) -> io::Result<Box<dyn Read + Send + '_>> {
+        self.as_slice().reader(offset, end)
+    }
+}
+
 /// What happened to one blob of a push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -305,7 +305,7 @@ impl Proxy {
             .unwrap_or(0);
         let range = header_value(&headers, "range").map(|r| format!(" range={r}"));
         log.lock().unwrap().push(format!(
-            "{method} {}{}",
+            "{method} {}{} len={length}",
             path.split('?').next().unwrap_or(""),
             range.unwrap_or_default()
         ));
@@ -608,13 +608,30 @@ fn tags_catalog_delete_and_clear_errors() {
         image.to_str().unwrap(),
         &format!("docker://{}/other/x:1", registry.addr()),
     ]);
+    // A cross-repository mount: the blobs are linked, not uploaded.
+    let mounted = ok_json(&[
+        "push",
+        "--mount-from",
+        "proj/app",
+        image.to_str().unwrap(),
+        &format!("docker://{}/proj/copy:1", registry.addr()),
+    ]);
+    assert!(
+        mounted["blobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["action"] == "mounted"),
+        "{mounted}"
+    );
+    assert_eq!(mounted["uploaded_bytes"], 0);
     let tags = ok_json(&["tags", &base]);
     let mut list: Vec<String> = serde_json::from_value(tags["tags"].clone()).unwrap();
     list.sort();
     assert_eq!(list, ["one", "two"]);
     let text = String::from_utf8(run_ok(sifovl().args(["catalog", &registry.addr()]))).unwrap();
-    assert_eq!(text, "other/x\nproj/app\n");
-    let filtered = ok_json(&["catalog", "--filter", "PROJ", &registry.addr()]);
+    assert_eq!(text, "other/x\nproj/app\nproj/copy\n");
+    let filtered = ok_json(&["catalog", "--filter", "PROJ/A", &registry.addr()]);
     assert_eq!(filtered["repositories"], serde_json::json!(["proj/app"]));
 
     // Deleting a tag deletes its manifest: both tags (same manifest) go.
@@ -941,14 +958,23 @@ fn bearer_tokens_are_fetched_with_scopes_and_refreshed_on_401() {
     proxy.fault(
         "PUT",
         "/manifests/",
-        Action::Respond(401, vec![("WWW-Authenticate".into(), challenge)]),
+        Action::Respond(401, vec![("WWW-Authenticate".into(), challenge.clone())]),
         1,
     );
-    let report = ok_json(&["push", image.to_str().unwrap(), &reference]);
+    // ... and in the middle of a blob: its PATCH, then its closing PUT.
+    for method in ["PATCH", "PUT"] {
+        proxy.fault(
+            method,
+            "/blobs/uploads/",
+            Action::Respond(401, vec![("WWW-Authenticate".into(), challenge.clone())]),
+            1,
+        );
+    }
+    let report = ok_json(&["push", "--jobs", "1", image.to_str().unwrap(), &reference]);
     assert!(report["manifest_digest"].is_string());
     let queries = tokens.queries.lock().unwrap().clone();
     assert!(
-        tokens.count.load(Ordering::SeqCst) >= 2,
+        tokens.count.load(Ordering::SeqCst) >= 4,
         "no token refresh: {queries:?}"
     );
     assert!(
@@ -1085,6 +1111,23 @@ fn faults_are_survived_or_refused() {
     ]);
     assert_eq!(std::fs::read(&direct).unwrap(), bytes);
 
+    // --chunk-size: every PATCH within it.
+    proxy.clear();
+    let sized = format!("oras://{}/f/sized:1", proxy.addr());
+    run_ok(
+        sifovl()
+            .args(["push", "--chunk-size", "4K"])
+            .arg(&image)
+            .arg(&sized),
+    );
+    let requests = proxy.requests();
+    let patches: Vec<&String> = requests.iter().filter(|r| r.starts_with("PATCH")).collect();
+    assert!(patches.len() >= 4, "{requests:?}");
+    for p in &patches {
+        let len: usize = p.rsplit("len=").next().unwrap().parse().unwrap();
+        assert!(len <= 4096, "{p}");
+    }
+
     // Tampered blob and manifest: refused, nothing written.
     proxy.clear();
     proxy.fault(
@@ -1148,6 +1191,48 @@ fn tar_push_runs_with_umoci_and_fixture_images_pushed_by_skopeo_pull_into_oci_si
         31
     );
     assert!(bundle.join("rootfs/bin/.keep").is_file());
+
+    // A manifest list pushed whole: --platform picks the entry.
+    let src = fixtures.join("oci-layouts/hello-world-docker-v2-manifest-list");
+    let target = format!("docker://{}/fixtures/list:1", registry.addr());
+    skopeo(&[
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        &format!("oci:{}", src.display()),
+        &target,
+    ]);
+    let list: serde_json::Value = serde_json::from_slice(&skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &target,
+    ]))
+    .unwrap();
+    for (platform, arch) in [("linux/amd64", "amd64"), ("linux/arm64/v8", "arm64")] {
+        let entry = list["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["platform"]["architecture"] == arch)
+            .unwrap();
+        let out = dir.path().join(format!("list-{arch}.oci.sif"));
+        let report = ok_json(&[
+            "pull",
+            "--platform",
+            platform,
+            &target,
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(report["source_manifest"], entry["digest"], "{platform}");
+        run_ok(sifovl().arg("verify").arg(&out));
+    }
+    fails(
+        sifovl()
+            .args(["pull", "--platform", "freebsd/amd64", &target])
+            .arg(dir.path().join("none.sif")),
+        "no image for platform",
+    );
 
     for name in ["hello-world-docker-v2-manifest", "many-layers"] {
         let src = fixtures.join("oci-layouts").join(name);
