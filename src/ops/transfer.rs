@@ -141,12 +141,27 @@ pub fn push(image: &Path, reference: &Reference, options: &PushOptions) -> Resul
     }
 
     // A stale overlay is reconciled first, as SingularityCE's push does; on a file that
-    // cannot be written the reconciled image is pushed from memory instead.
+    // cannot be written the reconciled image is pushed from memory instead. Everything
+    // that can refuse the push (the layer check, the registry, the credentials) is asked
+    // before, so a failed push leaves the file as it was.
     let mut overlay_state = "none";
     let mut in_memory = None;
+    let repo;
     {
         let opened = Image::open_read(image)?;
         let oci = opened.require_oci()?;
+        if options.layer_format == Some(LayerFormat::Squashfs)
+            && let Some(bad) = oci
+                .layers
+                .iter()
+                .find(|l| l.descriptor.media_type != MediaType::SquashfsLayer)
+        {
+            return Err(Error::refused(format!(
+                "{}: layer {} is {}, not squashfs (seal the overlay first, or push without --layer-format)",
+                opened.name, bad.descriptor.digest, bad.descriptor.media_type
+            )));
+        }
+        repo = connect_for_push(reference, options)?;
         if let Some(layer) = oci.overlay() {
             if writable(image)? {
                 drop(opened);
@@ -188,17 +203,6 @@ pub fn push(image: &Path, reference: &Reference, options: &PushOptions) -> Resul
         None => (oci.manifest_bytes.clone(), oci.config_bytes.clone(), None),
     };
     let manifest = Manifest::parse(&manifest_bytes, &format!("{name}: manifest"))?;
-    if options.layer_format == Some(LayerFormat::Squashfs)
-        && let Some(bad) = manifest
-            .layers()
-            .iter()
-            .find(|l| l.media_type != MediaType::SquashfsLayer)
-    {
-        return Err(Error::refused(format!(
-            "{name}: layer {} is {}, not squashfs (seal the overlay, or push without --layer-format)",
-            bad.digest, bad.media_type
-        )));
-    }
     let mut blobs = Vec::new();
     for (i, (descriptor, layer)) in manifest.layers().iter().zip(&oci.layers).enumerate() {
         let is_overlay = i + 1 == oci.layers.len() && overlay_digest.is_some();
@@ -229,7 +233,7 @@ pub fn push(image: &Path, reference: &Reference, options: &PushOptions) -> Resul
         manifest_bytes,
         media_type,
     };
-    let mut report = send(name, prepared, reference, options)?;
+    let mut report = send(&repo, name, prepared, reference, options)?;
     report.overlay = overlay_state.into();
     Ok(report)
 }
@@ -270,20 +274,29 @@ pub fn push_layout(
         manifest_bytes: selected.manifest_bytes.clone(),
         media_type: selected.media_type.clone(),
     };
-    let mut report = send(&name, prepared, reference, options)?;
+    let repo = connect_for_push(reference, options)?;
+    let mut report = send(&repo, &name, prepared, reference, options)?;
     report.overlay = "none".into();
     Ok(report)
 }
 
+/// Connect for a push, and make one authenticated request (a blob HEAD), so that wrong
+/// credentials or an unreachable registry fail before anything local is touched.
+fn connect_for_push(reference: &Reference, options: &PushOptions) -> Result<Repository> {
+    let extra: Vec<String> = options.mount_from.iter().cloned().collect();
+    let repo = Repository::connect(reference, true, &extra, &options.client)?;
+    repo.blob_exists(&Digest::of(b"{}"))?;
+    Ok(repo)
+}
+
 /// Upload the blobs the registry lacks (in parallel), then the manifest.
 fn send(
+    repo: &Repository,
     name: &str,
     prepared: Prepared<'_>,
     reference: &Reference,
     options: &PushOptions,
 ) -> Result<PushReport> {
-    let extra: Vec<String> = options.mount_from.iter().cloned().collect();
-    let repo = Repository::connect(reference, true, &extra, &options.client)?;
     let jobs = match options.jobs {
         0 => 3,
         n => n,
@@ -441,7 +454,8 @@ fn push_oras(image: &Path, reference: &Reference, options: &PushOptions) -> Resu
         manifest_bytes,
         media_type: MediaType::OciManifest,
     };
-    let mut report = send(&name, prepared, reference, options)?;
+    let repo = connect_for_push(reference, options)?;
+    let mut report = send(&repo, &name, prepared, reference, options)?;
     report.mode = "oras".into();
     report.overlay = "none".into();
     Ok(report)

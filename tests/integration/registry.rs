@@ -841,6 +841,41 @@ fn basic_auth_login_logout_and_wrong_password() {
         "{err}"
     );
     assert!(!err.contains("wrong-pw"));
+    // A stale overlay is not reconciled when the push is refused anyway.
+    if crate::util::have_tool("debugfs") {
+        let stale = sample_copy(dir.path(), "stale.oci.sif");
+        run_ok(
+            sifovl()
+                .args(["add", "--size", "64", "--sparse"])
+                .arg(&stale),
+        );
+        simulate_writable_run(&stale, &["mkdir /upper/x"]);
+        let before = std::fs::read(&stale).unwrap();
+        let out = with_password(
+            "wrong-pw",
+            &[
+                "push",
+                "-u",
+                "alice",
+                "--password-stdin",
+                stale.to_str().unwrap(),
+                &reference,
+            ],
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        fails(
+            sifovl()
+                .args(["push", "--layer-format", "squashfs"])
+                .arg(&stale)
+                .arg(&reference),
+            "not squashfs",
+        );
+        assert_eq!(
+            std::fs::read(&stale).unwrap(),
+            before,
+            "a failed push changed the file"
+        );
+    }
     // Right password.
     let out = with_password(
         "s3cret-pw",
