@@ -127,7 +127,7 @@ impl Client {
         scopes: Vec<String>,
         options: &ClientOptions,
     ) -> Result<Client> {
-        let agent = make_agent(options, registry)?;
+        let agent = make_agent(options)?;
         let mut client = Client {
             agent,
             base: String::new(),
@@ -362,8 +362,7 @@ impl Client {
                     }
                     return Ok(response);
                 }
-                Err(RequestError::Transport(e, true)) if !last => {
-                    let _ = e;
+                Err(RequestError::Transport(_, true)) if !last => {
                     std::thread::sleep(self.backoff(attempt));
                 }
                 Err(RequestError::Transport(e, _)) | Err(RequestError::Fatal(e)) => return Err(e),
@@ -668,7 +667,7 @@ pub(crate) fn urlencode(text: &str) -> String {
     out
 }
 
-fn make_agent(options: &ClientOptions, registry: &str) -> Result<ureq::Agent> {
+fn make_agent(options: &ClientOptions) -> Result<ureq::Agent> {
     use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
     let mut tls = TlsConfig::builder().disable_verification(options.insecure);
     if let Some(path) = &options.ca_file {
@@ -702,7 +701,6 @@ fn make_agent(options: &ClientOptions, registry: &str) -> Result<ureq::Agent> {
         }
         tls = tls.root_certs(RootCerts::new_with_certs(&certs));
     }
-    let _ = registry;
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .tls_config(tls.build())

@@ -343,10 +343,8 @@ impl Repository {
                     s if retryable_status(s) => Some(retry_after(&response)),
                     _ => return Err(self.client.status_error(what, response)),
                 },
-                Err(super::client::RequestError::Transport(e, true)) => {
-                    let _ = e;
-                    Some(None)
-                }
+                // A dropped connection: ask the session where it stands.
+                Err(super::client::RequestError::Transport(_, true)) => Some(None),
                 Err(e) => return Err(e.into()),
             };
             if let Some(wait) = delay {
