@@ -2,7 +2,7 @@
 //! pull OCI-SIF images and ORAS artifacts, list tags and repositories, and delete
 //! manifests, streaming every blob between a file and the socket in bounded memory.
 //!
-//! * [`reference`]: `docker://host[:port]/repo[:tag|@digest]`, Docker Hub's defaults.
+//! * [`reference`](mod@reference): `docker://host[:port]/repo[:tag|@digest]`, Docker Hub's defaults.
 //! * [`auth`]: credentials (explicit, auth files, credential helpers), login/logout.
 //! * [`client`]: the HTTP client: scheme choice, TLS, challenges, tokens, retries.
 //! * [`repo`]: blobs, manifests, tags, catalog.
