@@ -149,6 +149,13 @@ pub fn push(image: &Path, reference: &Reference, options: &PushOptions) -> Resul
     let repo;
     {
         let opened = Image::open_read(image)?;
+        if opened.oci.is_none() {
+            return Err(Error::unsupported(format!(
+                "{}: a native SIF holds no OCI image; push the file as an ORAS artifact (oras://{})",
+                opened.name,
+                reference.name()
+            )));
+        }
         let oci = opened.require_oci()?;
         if options.layer_format == Some(LayerFormat::Squashfs)
             && let Some(bad) = oci

@@ -580,6 +580,21 @@ fn push_as_stored_is_what_skopeo_sees_and_pulls_back_identical() {
     ok_json(&["pull", &oras, sif_back.to_str().unwrap()]);
     assert_eq!(std::fs::read(&sif_back).unwrap(), bytes);
 
+    // A native SIF goes as an ORAS artifact too, and only that way.
+    let native = sample("sample.sif");
+    let native_ref = format!("oras://{}/team/native:1", registry.addr());
+    ok_json(&["push", native.to_str().unwrap(), &native_ref]);
+    let native_back = dir.path().join("native.sif");
+    ok_json(&["pull", &native_ref, native_back.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(&native_back).unwrap(),
+        std::fs::read(&native).unwrap()
+    );
+    fails(
+        sifovl().arg("push").arg(&native).arg(&reference),
+        "ORAS artifact",
+    );
+
     // An ORAS artifact is not an image, and the output exists now: clear refusals.
     fails(
         sifovl()
@@ -1226,6 +1241,53 @@ fn tar_push_runs_with_umoci_and_fixture_images_pushed_by_skopeo_pull_into_oci_si
         31
     );
     assert!(bundle.join("rootfs/bin/.keep").is_file());
+
+    // With an overlay: its upper/ becomes a tar layer, its whiteout an AUFS one that umoci
+    // applies, and the merged tree is what the runtime would show.
+    if crate::util::have_tool("debugfs") {
+        run_ok(
+            sifovl()
+                .args(["add", "--size", "64", "--sparse"])
+                .arg(&image),
+        );
+        simulate_writable_run(
+            &image,
+            &["mknod /upper/hello.txt c 0 0", "mkdir /upper/newdir"],
+        );
+        let with_overlay = format!("docker://{}/tar/app:2", registry.addr());
+        let report = ok_json(&[
+            "push",
+            "--layer-format",
+            "tar",
+            image.to_str().unwrap(),
+            &with_overlay,
+        ]);
+        assert_eq!(report["blobs"].as_array().unwrap().len(), 3, "{report}");
+        skopeo(&[
+            "copy",
+            "--src-tls-verify=false",
+            &with_overlay,
+            &format!("oci:{}:2", layout.display()),
+        ]);
+        let merged = dir.path().join("merged");
+        run_ok(
+            Command::new("umoci")
+                .args(["unpack", "--rootless", "--image"])
+                .arg(format!("{}:2", layout.display()))
+                .arg(&merged),
+        );
+        assert!(
+            !merged.join("rootfs/hello.txt").exists(),
+            "whiteout not applied"
+        );
+        assert!(merged.join("rootfs/newdir").is_dir());
+        assert_eq!(
+            std::fs::read(merged.join("rootfs/etc/os-release"))
+                .unwrap()
+                .len(),
+            31
+        );
+    }
 
     // A manifest list pushed whole: --platform picks the entry.
     let src = fixtures.join("oci-layouts/hello-world-docker-v2-manifest-list");
