@@ -710,7 +710,35 @@ fn make_agent(options: &ClientOptions) -> Result<ureq::Agent> {
         .max_redirects(5)
         .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
         .timeout_connect(Some(Duration::from_secs(30)))
+        // The registry may hash a large blob before it answers the closing PUT.
         .timeout_recv_response(Some(Duration::from_secs(600)))
+        // A dead connection in the middle of a blob is noticed (then resumed), without a
+        // total limit that a large blob on a slow link would hit.
+        .timeout_per_read(Some(Duration::from_secs(120)))
+        .timeout_per_write(Some(Duration::from_secs(120)))
         .build();
     Ok(ureq::Agent::new_with_config(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_split_and_encoded() {
+        assert_eq!(
+            origin("https://h.example:5000/v2/x?y"),
+            "https://h.example:5000"
+        );
+        assert_eq!(origin("http://h"), "http://h");
+        assert_eq!(
+            path_of("http://h:1/v2/a/blobs/uploads/u?_state=secret"),
+            "/v2/a/blobs/uploads/u"
+        );
+        assert_eq!(
+            urlencode("repository:a/b:pull,push"),
+            "repository%3Aa%2Fb%3Apull%2Cpush"
+        );
+        assert!(retryable_status(429) && retryable_status(503) && !retryable_status(404));
+    }
 }
