@@ -304,6 +304,15 @@ fn send(
     reference: &Reference,
     options: &PushOptions,
 ) -> Result<PushReport> {
+    // A reference pinning another digest can never be satisfied: refuse before uploading.
+    let manifest_digest = Digest::of(&prepared.manifest_bytes);
+    if let Some(pinned) = reference.digest
+        && pinned != manifest_digest
+    {
+        return Err(Error::refused(format!(
+            "{reference}: the manifest to push is {manifest_digest}, not the digest the reference pins"
+        )));
+    }
     let jobs = match options.jobs {
         0 => 3,
         n => n,
@@ -366,13 +375,6 @@ fn send(
         ));
     }
     let digest = Digest::of(&prepared.manifest_bytes);
-    if let Some(pinned) = reference.digest
-        && pinned != digest
-    {
-        return Err(Error::refused(format!(
-            "{reference}: the manifest to push is {digest}, not the digest the reference pins"
-        )));
-    }
     let target = reference.manifest_reference();
     repo.put_manifest(&target, &prepared.manifest_bytes, &prepared.media_type)?;
     Ok(PushReport {
