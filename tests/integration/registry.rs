@@ -682,6 +682,8 @@ fn tags_catalog_delete_and_clear_errors() {
         sifovl().args(["push"]).arg(&image).arg("library://x/y"),
         "library://",
     );
+    let pinned = format!("{base}@sha256:{}", "0".repeat(64));
+    fails(sifovl().args(["push"]).arg(&image).arg(&pinned), "pins");
     assert!(!out_file.exists());
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
