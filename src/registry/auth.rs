@@ -118,7 +118,15 @@ impl CredentialSources {
         for file in &self.auth_files {
             let text = match std::fs::read_to_string(file) {
                 Ok(text) => text,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                // Absent, or not ours to read (another user's runtime directory under sudo).
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => return Err(Error::io(format!("{}: reading", file.display()), e)),
             };
             if text.trim().is_empty() {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::ocisif::{sample, simulate_writable_run};
 use crate::sifcheck::{self, sha256};
-use crate::util::{run_ok, sifovl};
+use crate::util::run_ok;
 use crate::{require_fixtures, require_tool};
 
 /// How a test registry authenticates.
@@ -437,6 +437,22 @@ impl TokenServer {
     }
 }
 
+/// sifovl with no credentials from the machine it runs on: no auth files (HOME points
+/// nowhere), no credential variables, so every test sees only what it sets up.
+fn sifovl() -> Command {
+    let mut cmd = crate::util::sifovl();
+    cmd.env("HOME", "/nonexistent/sifovl-registry-tests");
+    for var in [
+        "DOCKER_CONFIG",
+        "XDG_RUNTIME_DIR",
+        "SINGULARITY_DOCKER_USERNAME",
+        "SINGULARITY_DOCKER_PASSWORD",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -763,7 +779,9 @@ fn second_push_after_an_overlay_change_uploads_only_overlay_config_and_manifest(
         let mut c = Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(env!("CARGO_BIN_EXE_sifovl"))
-            .env("HOME", dir.path());
+            .env("HOME", dir.path())
+            .env_remove("DOCKER_CONFIG")
+            .env_remove("XDG_RUNTIME_DIR");
         c
     } else {
         sifovl()
