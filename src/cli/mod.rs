@@ -51,9 +51,9 @@ enum Command {
     Import(image_cmds::ImportArgs),
     /// Export an OCI-SIF's image as an OCI layout, oci-archive or docker-archive.
     Export(image_cmds::ExportArgs),
-    /// Push an image to an OCI registry (docker://) or the SIF as an ORAS artifact (oras://).
+    /// Push an image to a registry (docker://, or oras:// for the whole SIF).
     Push(registry_cmds::PushArgs),
-    /// Pull an image from an OCI registry into a new OCI-SIF, or an ORAS SIF.
+    /// Pull an image from a registry into a new OCI-SIF (or an oras:// SIF).
     Pull(registry_cmds::PullArgs),
     /// List the tags of a registry repository.
     Tags(registry_cmds::TagsArgs),
