@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 sifovl=${SIFOVL:-$here/target/release/sifovl}
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-trap 'bash "$here/../shared/tools/stop-registry.sh" "$port" >/dev/null 2>&1 || kill "$(cat "$work/state/registry.pid")" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill "$(cat "$work/state/registry.pid" 2>/dev/null)" 2>/dev/null; rm -rf "$work"' EXIT
 REGISTRY_STATE_DIR=$work/state bash "$here/../shared/tools/start-registry.sh" "$port" >/dev/null
 reg=127.0.0.1:$port
 
