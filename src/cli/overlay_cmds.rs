@@ -115,7 +115,9 @@ pub fn reconcile(args: ReconcileArgs) -> Result<Outcome> {
         report.dropped_cosign_entries,
     );
     emit(args.json, &report, |r| {
-        if r.in_sync {
+        if !r.has_overlay {
+            format!("{}: no writable overlay, nothing to reconcile", r.image)
+        } else if r.in_sync {
             format!(
                 "{}: overlay digest in sync ({}), nothing to do",
                 r.image, r.actual_digest

@@ -17,6 +17,9 @@ use crate::ocisif::{self, Layer, NewImage, OciImage};
 pub struct ReconcileReport {
     /// The image path.
     pub image: String,
+    /// Whether the image has a writable overlay (`--check` of an image without one reports
+    /// it in sync: there is nothing to reconcile).
+    pub has_overlay: bool,
     /// The overlay's SIF object id.
     pub overlay_object: u32,
     /// Overlay size in bytes.
@@ -48,6 +51,26 @@ pub fn reconcile(path: &Path, check_only: bool) -> Result<ReconcileReport> {
     } else {
         Image::open_edit(path)?
     };
+    if check_only
+        && let Some(image) = &opened.oci
+        && image.overlay().is_none()
+    {
+        return Ok(ReconcileReport {
+            image: opened.name.clone(),
+            has_overlay: false,
+            overlay_object: 0,
+            overlay_size: 0,
+            actual_digest: String::new(),
+            recorded_digest: String::new(),
+            in_sync: true,
+            updated: false,
+            manifest_digest: image.image.descriptor.digest.to_string(),
+            config_digest: image.config_descriptor.digest.to_string(),
+            bytes_written: 0,
+            dropped_cosign_entries: 0,
+            invalidated_signatures: Vec::new(),
+        });
+    }
     let (image, overlay) = opened.require_oci_overlay()?;
     let overlay = overlay.clone();
     let name = &opened.name;
@@ -56,6 +79,7 @@ pub fn reconcile(path: &Path, check_only: bool) -> Result<ReconcileReport> {
     let synced = image.overlay_in_sync(&overlay, &actual);
     let mut report = ReconcileReport {
         image: name.clone(),
+        has_overlay: true,
         overlay_object: overlay.object,
         overlay_size: overlay.object_size,
         actual_digest: actual.to_string(),

@@ -440,3 +440,24 @@ fn the_readme_command_table_lists_exactly_the_commands_of_help() {
 fn dir_of(path: &std::path::Path) -> &std::path::Path {
     path.parent().unwrap()
 }
+
+#[test]
+fn reconcile_check_of_an_image_without_overlay_is_in_sync() {
+    let sample = crate::ocisif::sample("sample.oci.sif");
+    let out = sifovl()
+        .args(["reconcile", "--check", "--json"])
+        .arg(&sample)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "nothing to reconcile is in sync"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["has_overlay"], false);
+    assert_eq!(report["in_sync"], true);
+    // reconcile itself still refuses: there is nothing to do it on.
+    let out = sifovl().arg("reconcile").arg(&sample).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
