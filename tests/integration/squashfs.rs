@@ -496,3 +496,116 @@ fn squashfuse_mounts_what_we_write_at_an_offset() {
         assert_eq!(served.as_ref(), Some(line), "{path}");
     }
 }
+
+/// `n` pseudo-random bytes (xorshift), the same for the same seed.
+fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn files_of_one_random_block_repeated_are_stored_compressed() {
+    require_tool!("unsquashfs");
+    // A 1 MiB file of one random piece repeated: any 1 KiB sample of it looks random, yet
+    // every 128 KiB block holds 128 KiB / piece copies. Issue 11: a sampling shortcut stored
+    // the 4 KiB case raw (2.1 MiB where mksquashfs wrote 180 KiB).
+    let dir = tempfile::tempdir().unwrap();
+    for piece_kib in [4usize, 16, 64] {
+        let tree = dir.path().join(format!("tree-{piece_kib}"));
+        std::fs::create_dir(&tree).unwrap();
+        let piece = random_bytes(piece_kib << 10, piece_kib as u64);
+        let data: Vec<u8> = piece.iter().copied().cycle().take(1 << 20).collect();
+        std::fs::write(tree.join("repeated.bin"), &data).unwrap();
+        for (name, compression) in [
+            ("gzip", Compression::Gzip { level: 9 }),
+            ("zstd", Compression::Zstd { level: 3 }),
+            ("xz", Compression::Xz),
+            ("lz4", Compression::Lz4),
+        ] {
+            // Deflate reaches 32 KiB back, lz4 less than 64 KiB: a 64 KiB piece repeats
+            // beyond their reach, so no gzip or lz4 (mksquashfs's neither) can shrink that
+            // file; zstd and xz see whole blocks.
+            let window_kib = match name {
+                "gzip" => 32,
+                "lz4" => 64,
+                _ => 128,
+            };
+            let image = dir.path().join(format!("{name}-{piece_kib}.sqfs"));
+            let len = write_image(&tree, &image, compression);
+            if piece_kib < window_kib {
+                // Eight blocks, each one piece and the references to it once compressed
+                // (about 1 KiB for deflate), plus the tables and the 4 KiB padding;
+                // stored raw, the file alone would take 1 MiB.
+                let bound = 8 * ((piece_kib << 10) + 2048) + 8192;
+                assert!(
+                    (len as usize) <= bound,
+                    "{name}, {piece_kib} KiB piece: image of {len} bytes for 1 MiB (bound {bound})"
+                );
+            }
+            let out = dir.path().join(format!("out-{name}-{piece_kib}"));
+            run_ok(
+                Command::new("unsquashfs")
+                    .args(["-no-progress", "-d"])
+                    .arg(&out)
+                    .arg(&image),
+            );
+            assert!(
+                std::fs::read(out.join("repeated.bin")).unwrap() == data,
+                "{name}, {piece_kib} KiB piece: extracted content differs"
+            );
+        }
+    }
+}
+
+#[test]
+fn gzip_images_of_long_distance_repetition_are_no_larger_than_mksquashfs() {
+    require_tool!("mksquashfs");
+    require_tool!("sqfsdiff");
+    // Pieces of 4 to 64 KiB repeated, random data, and text, in files of one to three
+    // blocks: with the compressor deciding every block, our gzip image is at most as large
+    // as mksquashfs's (zlib level 9), block for block.
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    for (i, piece_kib) in [4usize, 8, 16, 32, 64].into_iter().enumerate() {
+        let piece = random_bytes(piece_kib << 10, 100 + i as u64);
+        let size = (i + 1) * 131072 + 1000 * i;
+        let data: Vec<u8> = piece.iter().copied().cycle().take(size).collect();
+        std::fs::write(tree.join(format!("rep-{piece_kib}k")), data).unwrap();
+    }
+    std::fs::write(tree.join("random"), random_bytes(300_000, 9)).unwrap();
+    let text: Vec<u8> = (0..200_000u32)
+        .flat_map(|i| format!("line {} of {}\n", i * 7 % 1000, i % 13).into_bytes())
+        .take(250_000)
+        .collect();
+    std::fs::write(tree.join("text"), text).unwrap();
+    let ours = dir.path().join("ours.sqfs");
+    let ours_len = write_image(&tree, &ours, Compression::default());
+    let theirs = dir.path().join("mksquashfs.sqfs");
+    run_ok(Command::new("mksquashfs").arg(&tree).arg(&theirs).args([
+        "-noappend",
+        "-quiet",
+        "-no-progress",
+        "-mkfs-time",
+        "1700000000",
+    ]));
+    let theirs_len = std::fs::metadata(&theirs).unwrap().len();
+    assert!(
+        ours_len <= theirs_len,
+        "ours {ours_len} bytes, mksquashfs {theirs_len}"
+    );
+    run_ok(
+        Command::new("sqfsdiff")
+            .arg("--old")
+            .arg(&theirs)
+            .arg("--new")
+            .arg(&ours),
+    );
+}

@@ -109,65 +109,36 @@ impl Compression {
         })
     }
 
-    /// Whether a block is so clearly incompressible (already compressed or random data)
-    /// that compressing it would only cost time: eight 1 KiB samples spread over the block,
-    /// none of which shrinks under fast deflate. Slow compressors (gzip level 9, xz) spend
-    /// most of their time on such data for nothing; the block is then stored as is, which
-    /// is what the compressor's output would have been replaced by anyway.
-    pub(crate) fn clearly_incompressible(self, data: &[u8]) -> bool {
-        const SAMPLE: usize = 1024;
-        const SAMPLES: usize = 8;
-        if matches!(self, Compression::Zstd { .. } | Compression::Lz4)
-            || data.len() < 4 * SAMPLES * SAMPLE
-        {
-            return false;
-        }
-        let stride = (data.len() - SAMPLE) / (SAMPLES - 1);
-        (0..SAMPLES).all(|i| {
-            let sample = &data[i * stride..i * stride + SAMPLE];
-            let mut e = flate2::write::DeflateEncoder::new(
-                Vec::with_capacity(SAMPLE),
-                flate2::Compression::fast(),
-            );
-            // Writing to memory cannot fail; if it did, compress the block to find out.
-            e.write_all(sample).is_ok() && e.finish().is_ok_and(|out| out.len() >= SAMPLE)
-        })
-    }
-
-    /// Compress one block. The caller stores the block uncompressed when the result is
-    /// not smaller. Fails only for a level the compressor does not have.
-    pub(crate) fn compress(self, data: &[u8]) -> Result<Vec<u8>> {
+    /// A compressor for one thread, its state kept from block to block. `block_size` is
+    /// the image's data block size: xz's dictionary is that size, as mksquashfs sets it
+    /// (a block never needs more, and preset 6's default 8 MiB dictionary would cost some
+    /// 90 MiB of match-finder tables per thread for nothing).
+    pub(crate) fn compressor(self, block_size: u32) -> Result<BlockCompressor> {
         let fail =
             |e: String| Error::refused(format!("squashfs: compressing a block with {self:?}: {e}"));
-        Ok(match self {
+        let state = match self {
             Compression::Gzip { level } => {
-                // libdeflate: a valid zlib stream, smaller and faster than zlib's at level 9.
                 let level = i32::try_from(level)
                     .ok()
                     .and_then(|l| libdeflater::CompressionLvl::new(l).ok())
                     .ok_or_else(|| fail("no such level".into()))?;
-                let mut c = libdeflater::Compressor::new(level);
-                let mut out = vec![0u8; c.zlib_compress_bound(data.len())];
-                let n = c
-                    .zlib_compress(data, &mut out)
-                    .map_err(|e| fail(e.to_string()))?;
-                out.truncate(n);
-                out
+                State::Gzip(Box::new(libdeflater::Compressor::new(level)))
             }
-            Compression::Zstd { level } => {
-                zstd::bulk::compress(data, level).map_err(|e| fail(e.to_string()))?
-            }
+            Compression::Zstd { level } => State::Zstd(Box::new(
+                zstd::bulk::Compressor::new(level).map_err(|e| fail(e.to_string()))?,
+            )),
             Compression::Xz => {
-                let mut out = Vec::with_capacity(data.len() / 2);
-                let stream =
-                    liblzma::stream::Stream::new_easy_encoder(6, liblzma::stream::Check::Crc32)
-                        .map_err(|e| fail(e.to_string()))?;
-                let mut e = liblzma::write::XzEncoder::new_stream(&mut out, stream);
-                e.write_all(data).map_err(|e| fail(e.to_string()))?;
-                e.finish().map_err(|e| fail(e.to_string()))?;
-                out
+                let mut options =
+                    liblzma::stream::LzmaOptions::new_preset(6).map_err(|e| fail(e.to_string()))?;
+                // liblzma's smallest dictionary is 4 KiB, the smallest block size.
+                options.dict_size(block_size.max(4096));
+                State::Xz(options)
             }
-            Compression::Lz4 => lz4_flex::block::compress(data),
+            Compression::Lz4 => State::Lz4,
+        };
+        Ok(BlockCompressor {
+            compression: self,
+            state,
         })
     }
 
@@ -207,35 +178,128 @@ impl Compression {
     }
 }
 
+/// One thread's compressor (see [`Compression::compressor`]): compressing a block never
+/// allocates the compressor's tables anew, and its output depends only on the block.
+pub(crate) struct BlockCompressor {
+    compression: Compression,
+    state: State,
+}
+
+enum State {
+    // Boxed: the compressors' own structs are small, but keep the enum a pointer wide.
+    Gzip(Box<libdeflater::Compressor>),
+    Zstd(Box<zstd::bulk::Compressor<'static>>),
+    Xz(liblzma::stream::LzmaOptions),
+    Lz4,
+}
+
+impl BlockCompressor {
+    /// Compress one block. Every block is given to the compressor: the caller stores the
+    /// block uncompressed only when the compressor's output is not smaller. (There is no
+    /// guess from samples: redundancy may lie farther apart than any sample, as in a file
+    /// of one random 4 KiB block repeated.)
+    pub(crate) fn compress(&mut self, data: &[u8]) -> Result<Vec<u8>> {
+        let compression = self.compression;
+        let fail = |e: String| {
+            Error::refused(format!(
+                "squashfs: compressing a block with {compression:?}: {e}"
+            ))
+        };
+        Ok(match &mut self.state {
+            State::Gzip(c) => {
+                // libdeflate: a valid zlib stream, smaller and faster than zlib's at level 9.
+                let mut out = vec![0u8; c.zlib_compress_bound(data.len())];
+                let n = c
+                    .zlib_compress(data, &mut out)
+                    .map_err(|e| fail(e.to_string()))?;
+                out.truncate(n);
+                out
+            }
+            State::Zstd(c) => c.compress(data).map_err(|e| fail(e.to_string()))?,
+            State::Xz(options) => {
+                let mut filters = liblzma::stream::Filters::new();
+                filters.lzma2(options);
+                let stream = liblzma::stream::Stream::new_stream_encoder(
+                    &filters,
+                    liblzma::stream::Check::Crc32,
+                )
+                .map_err(|e| fail(e.to_string()))?;
+                let mut out = Vec::with_capacity(data.len() / 2);
+                let mut e = liblzma::write::XzEncoder::new_stream(&mut out, stream);
+                e.write_all(data).map_err(|e| fail(e.to_string()))?;
+                e.finish().map_err(|e| fail(e.to_string()))?;
+                out
+            }
+            State::Lz4 => lz4_flex::block::compress(data),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn only_random_blocks_are_judged_incompressible() {
-        let gzip = Compression::default();
-        let mut state = 0x9E3779B97F4A7C15u64;
-        let random: Vec<u8> = (0..131072)
+    /// `n` pseudo-random bytes (xorshift), the same for the same seed.
+    fn random(n: usize, seed: u64) -> Vec<u8> {
+        let mut state = seed | 1;
+        (0..n)
             .map(|_| {
                 state ^= state << 13;
                 state ^= state >> 7;
                 state ^= state << 17;
-                state as u8
+                (state >> 24) as u8
             })
-            .collect();
-        assert!(gzip.clearly_incompressible(&random));
-        assert!(
-            gzip.compress(&random).unwrap().len() >= random.len(),
-            "deflate agrees"
-        );
-        let mut mixed = random.clone();
-        mixed[60_000..85_000].fill(b'a');
-        assert!(
-            !gzip.clearly_incompressible(&mixed),
-            "a compressible stretch longer than the sample stride is noticed"
-        );
-        assert!(!gzip.clearly_incompressible(&vec![0u8; 131072]));
-        assert!(!Compression::Zstd { level: 3 }.clearly_incompressible(&random));
+            .collect()
+    }
+
+    #[test]
+    fn redundancy_farther_apart_than_a_sample_is_compressed() {
+        let all = [
+            Compression::Gzip { level: 9 },
+            Compression::Zstd { level: 3 },
+            Compression::Zstd { level: 15 },
+            Compression::Xz,
+            Compression::Lz4,
+        ];
+        // One random 4 KiB piece repeated over a 128 KiB block: each sample of it looks
+        // random, the block is 32 copies.
+        let piece = random(4096, 7);
+        let repeated: Vec<u8> = piece.iter().copied().cycle().take(131072).collect();
+        for c in all {
+            let packed = c.compressor(131072).unwrap().compress(&repeated).unwrap();
+            assert!(
+                packed.len() < 131072 / 8,
+                "{c:?}: {} bytes for 32 copies of 4 KiB",
+                packed.len()
+            );
+            assert_eq!(c.decompress(&packed, repeated.len()).unwrap(), repeated);
+        }
+        // Truly random data does not shrink (the writer then stores it raw).
+        let noise = random(131072, 11);
+        for c in all {
+            let packed = c.compressor(131072).unwrap().compress(&noise).unwrap();
+            assert!(packed.len() >= noise.len(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn a_reused_compressor_gives_the_same_bytes_as_a_new_one() {
+        let blocks = [random(131072, 3), vec![b'x'; 131072], random(5000, 4)];
+        for c in [
+            Compression::Gzip { level: 9 },
+            Compression::Zstd { level: 15 },
+            Compression::Xz,
+            Compression::Lz4,
+        ] {
+            let mut reused = c.compressor(131072).unwrap();
+            for block in &blocks {
+                assert_eq!(
+                    reused.compress(block).unwrap(),
+                    c.compressor(131072).unwrap().compress(block).unwrap(),
+                    "{c:?}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -247,7 +311,7 @@ mod tests {
             Compression::Xz,
             Compression::Lz4,
         ] {
-            let packed = c.compress(&data).unwrap();
+            let packed = c.compressor(131072).unwrap().compress(&data).unwrap();
             assert!(packed.len() < data.len(), "{c:?}");
             assert_eq!(c.decompress(&packed, data.len()).unwrap(), data, "{c:?}");
             assert!(
@@ -262,7 +326,7 @@ mod tests {
         assert!(Compression::parse("gzip:0").is_err());
         assert!(Compression::parse("brotli").is_err());
         assert!(
-            Compression::Gzip { level: 99 }.compress(&data).is_err(),
+            Compression::Gzip { level: 99 }.compressor(131072).is_err(),
             "a level libdeflate lacks is an error, not a panic"
         );
         for c in [

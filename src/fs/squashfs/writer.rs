@@ -9,7 +9,7 @@ use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use super::compress::Compression;
+use super::compress::{BlockCompressor, Compression};
 use super::raw::{
     self, DirEntry, DirHeader, DirIndex, DirInode, FileInode, FragmentEntry, Inode, InodeBody,
     METADATA_BLOCK, MetadataHeader, NO_FRAGMENT, NO_TABLE, NO_XATTR, SUPERBLOCK_LEN, Superblock,
@@ -50,6 +50,9 @@ struct FileData {
     block_sizes: Vec<u32>,
     fragment: Option<(u32, u32)>,
     sparse: u64,
+    /// Same content as the file of node `usize`, whose blocks it shares; its own fields
+    /// are filled in from that file's once every block is written (see `resolve_dups`).
+    dup_of: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -78,8 +81,21 @@ struct Node {
 /// Where a compressed block's size must be recorded once it is written.
 #[derive(Debug, Clone, Copy)]
 enum Dest {
-    FileBlock { node: usize, index: usize },
-    Fragment { index: usize },
+    /// An empty marker in the block order: the file of `node` starts here. Its position is
+    /// known only when every earlier block is written (blocks are written in order), and
+    /// does not depend on how fast the workers are, so the image stays deterministic.
+    FileStart {
+        node: usize,
+    },
+    FileBlock {
+        node: usize,
+        index: usize,
+    },
+    Fragment {
+        index: usize,
+    },
+    /// A block of a file found to duplicate an earlier one: dropped, never written.
+    Discard,
 }
 
 /// A compressed block (or the raw one, if compressing did not shrink it) and whether it is
@@ -103,12 +119,10 @@ struct Pipeline {
     fail_at: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// Compress one data block as the worker threads do.
-fn compress_block(compression: Compression, raw: Vec<u8>) -> Compressed {
-    if compression.clearly_incompressible(&raw) {
-        return Ok((raw, false));
-    }
-    let packed = compression.compress(&raw)?;
+/// Compress one data block as the worker threads do: compressed if that makes it smaller
+/// (as the compressor itself decides, with no guess from samples), raw otherwise.
+fn compress_block(compressor: &mut BlockCompressor, raw: Vec<u8>) -> Compressed {
+    let packed = compressor.compress(&raw)?;
     Ok(if packed.len() < raw.len() {
         (packed, true)
     } else {
@@ -127,7 +141,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl Pipeline {
-    fn new(compression: Compression, threads: usize) -> Pipeline {
+    fn new(compression: Compression, block_size: u32, threads: usize) -> Pipeline {
         let (job_tx, job_rx) = sync_channel::<(u64, Vec<u8>)>(threads * 2);
         let (res_tx, res_rx) = channel();
         let job_rx = Arc::new(Mutex::new(job_rx));
@@ -140,6 +154,11 @@ impl Pipeline {
                 #[cfg(test)]
                 let fail_at = fail_at.clone();
                 std::thread::spawn(move || {
+                    // One compressor per thread, kept for every block it compresses. A
+                    // compressor that cannot be made (a level it lacks) fails each block.
+                    let mut compressor = compression
+                        .compressor(block_size)
+                        .map_err(|e| (e.kind(), e.to_string()));
                     loop {
                         // The lock is never held across a panic (only around `recv`), so
                         // it cannot be poisoned; if it were, stop like a closed channel.
@@ -150,13 +169,18 @@ impl Pipeline {
                         let Ok((seq, raw)) = job else { return };
                         // A panicking compressor must not leave the writer waiting for a
                         // block that never comes: it becomes this block's error.
-                        let result = std::panic::catch_unwind(|| {
+                        // After a panic the compressor is not used for this block again: the
+                        // block's error stops the writer.
+                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                             #[cfg(test)]
                             if seq == fail_at.load(std::sync::atomic::Ordering::Relaxed) {
                                 panic!("injected compressor failure at block {seq}");
                             }
-                            compress_block(compression, raw)
-                        })
+                            match &mut compressor {
+                                Ok(c) => compress_block(c, raw),
+                                Err((kind, message)) => Err(Error::new(*kind, message.clone())),
+                            }
+                        }))
                         .unwrap_or_else(|payload| {
                             Err(Error::io(
                                 "squashfs: compression worker",
@@ -228,7 +252,7 @@ impl Drop for Pipeline {
 
 /// Accumulates a metadata table in 8 KiB blocks, compressed as they fill.
 struct MetaWriter {
-    compression: Compression,
+    compressor: BlockCompressor,
     buf: Vec<u8>,
     out: Vec<u8>,
     /// Compressed start of every flushed block.
@@ -236,13 +260,13 @@ struct MetaWriter {
 }
 
 impl MetaWriter {
-    fn new(compression: Compression) -> MetaWriter {
-        MetaWriter {
-            compression,
+    fn new(options: &WriterOptions) -> Result<MetaWriter> {
+        Ok(MetaWriter {
+            compressor: options.compression.compressor(options.block_size)?,
             buf: Vec::with_capacity(METADATA_BLOCK),
             out: Vec::new(),
             starts: Vec::new(),
-        }
+        })
     }
 
     /// Position of the next byte: (compressed block start, offset in the block).
@@ -277,7 +301,7 @@ impl MetaWriter {
 
     fn flush_block(&mut self) -> Result<()> {
         self.starts.push(self.out.len() as u64);
-        let packed = self.compression.compress(&self.buf)?;
+        let packed = self.compressor.compress(&self.buf)?;
         let (data, compressed) = if packed.len() < self.buf.len() {
             (&packed, true)
         } else {
@@ -384,8 +408,8 @@ pub struct SquashfsWriter<'f> {
     fragments: Vec<FragmentEntry>,
     /// Small files already stored, by (size, digest): (fragment, offset in it).
     fragment_dups: HashMap<(u64, Digest), (u32, u32)>,
-    /// Files of whole blocks already stored, by (size, digest).
-    block_dups: HashMap<(u64, Digest), FileData>,
+    /// Files of whole blocks already stored, by (size, digest): the node holding them.
+    block_dups: HashMap<(u64, Digest), usize>,
 }
 
 fn io_err(what: &str, e: std::io::Error) -> Error {
@@ -427,7 +451,7 @@ impl<'f> SquashfsWriter<'f> {
         Ok(SquashfsWriter {
             file,
             offset,
-            pipeline: Pipeline::new(options.compression, threads),
+            pipeline: Pipeline::new(options.compression, options.block_size, threads),
             options,
             pos,
             high_water: pos,
@@ -448,6 +472,10 @@ impl<'f> SquashfsWriter<'f> {
         Ok(())
     }
 
+    /// Blocks submitted but not yet written at most, per compression thread: bounds the
+    /// memory that blocks waiting behind a slow one can take, whatever the tree.
+    const IN_FLIGHT_PER_THREAD: u64 = 4;
+
     fn submit(&mut self, raw: Vec<u8>, dest: Dest) -> Result<()> {
         self.pipeline.check()?;
         let seq = self.pipeline.next_seq;
@@ -459,11 +487,28 @@ impl<'f> SquashfsWriter<'f> {
             .ok_or_else(stopped)?
             .send((seq, raw))
             .map_err(|_| stopped())?;
-        self.drain(false)
+        let limit = Self::IN_FLIGHT_PER_THREAD * self.pipeline.workers.len() as u64;
+        self.drain_until(self.pipeline.next_seq.saturating_sub(limit))
     }
 
-    /// Write finished blocks in order; with `all`, wait until every submitted block is written.
-    fn drain(&mut self, all: bool) -> Result<()> {
+    /// Put an empty marker in the block order (no compression needed).
+    fn mark(&mut self, dest: Dest) -> Result<()> {
+        self.pipeline.check()?;
+        let seq = self.pipeline.next_seq;
+        self.pipeline.next_seq += 1;
+        self.pipeline.dests.insert(seq, dest);
+        self.pipeline.ready.insert(seq, (Vec::new(), false));
+        Ok(())
+    }
+
+    /// Wait until every submitted block is written.
+    fn drain_all(&mut self) -> Result<()> {
+        self.drain_until(self.pipeline.next_seq)
+    }
+
+    /// Write finished blocks in order, waiting until every block before `target` is
+    /// written.
+    fn drain_until(&mut self, target: u64) -> Result<()> {
         self.pipeline.check()?;
         loop {
             while let Ok((seq, result)) = self.pipeline.results.try_recv() {
@@ -474,11 +519,20 @@ impl<'f> SquashfsWriter<'f> {
             {
                 let seq = self.pipeline.next_write;
                 self.pipeline.next_write += 1;
+                let dest = self.pipeline.dests.remove(&seq);
+                if matches!(dest, Some(Dest::Discard)) {
+                    continue;
+                }
                 let at = self.pos;
                 self.write_at(&data, at)?;
                 self.pos += data.len() as u64;
                 let size = raw::block_size_word(data.len() as u32, compressed);
-                match self.pipeline.dests.remove(&seq) {
+                match dest {
+                    Some(Dest::FileStart { node }) => {
+                        if let Kind::File(f) = &mut self.nodes[node].kind {
+                            f.blocks_start = at;
+                        }
+                    }
                     Some(Dest::FileBlock { node, index }) => {
                         if let Kind::File(f) = &mut self.nodes[node].kind
                             && let Some(word) = f.block_sizes.get_mut(index)
@@ -491,11 +545,12 @@ impl<'f> SquashfsWriter<'f> {
                             *fragment = FragmentEntry { start: at, size };
                         }
                     }
-                    // Cannot happen: `submit` records a destination for every block.
-                    None => {}
+                    // Cannot happen: `submit` and `mark` record a destination for every
+                    // block, and discarded ones were skipped above.
+                    Some(Dest::Discard) | None => {}
                 }
             }
-            if !all || self.pipeline.next_write == self.pipeline.next_seq {
+            if self.pipeline.next_write >= target {
                 return Ok(());
             }
             let (seq, result) = self.pipeline.results.recv().map_err(|_| stopped())?;
@@ -513,22 +568,26 @@ impl<'f> SquashfsWriter<'f> {
         self.submit(raw, Dest::Fragment { index })
     }
 
+    /// Store the content of the file of `node`. Blocks of a file larger than a block are
+    /// submitted as they are read, without waiting for earlier files' blocks, so the
+    /// compression threads never run dry between files; the block sizes and the start
+    /// are filled in as the blocks are written (see `drain_until`).
     fn add_file(
         &mut self,
         node: usize,
         size: u64,
         content: &mut dyn Read,
         path: &str,
-    ) -> Result<FileData> {
+    ) -> Result<()> {
         let bs = self.options.block_size as u64;
         let read_err =
             |e: std::io::Error| Error::io(format!("squashfs: reading the content of {path}"), e);
-        let mut data = FileData {
+        self.nodes[node].kind = Kind::File(FileData {
             size,
             ..FileData::default()
-        };
+        });
         if size == 0 {
-            return Ok(data);
+            return Ok(());
         }
         // The digest of the content identifies duplicates.
         let mut content = HashingReader::new(content);
@@ -537,52 +596,84 @@ impl<'f> SquashfsWriter<'f> {
             let mut buf = vec![0u8; size as usize];
             content.read_exact(&mut buf).map_err(read_err)?;
             let key = (size, content.digest());
-            if let Some(&frag) = self.fragment_dups.get(&key) {
-                data.fragment = Some(frag);
-                return Ok(data);
+            let frag = match self.fragment_dups.get(&key) {
+                Some(&frag) => frag,
+                None => {
+                    if self.fragment_buf.len() + buf.len() > bs as usize {
+                        self.flush_fragment()?;
+                    }
+                    let frag = (self.fragments.len() as u32, self.fragment_buf.len() as u32);
+                    self.fragment_buf.extend_from_slice(&buf);
+                    self.fragment_dups.insert(key, frag);
+                    frag
+                }
+            };
+            if let Kind::File(f) = &mut self.nodes[node].kind {
+                f.fragment = Some(frag);
             }
-            if self.fragment_buf.len() + buf.len() > bs as usize {
-                self.flush_fragment()?;
-            }
-            let frag = (self.fragments.len() as u32, self.fragment_buf.len() as u32);
-            self.fragment_buf.extend_from_slice(&buf);
-            self.fragment_dups.insert(key, frag);
-            data.fragment = Some(frag);
-            return Ok(data);
+            return Ok(());
         }
-        // Whole blocks: start at a known position so duplicates can be rewound.
-        self.drain(true)?;
-        let start = self.pos;
-        data.blocks_start = start;
+        let first_seq = self.pipeline.next_seq;
+        self.mark(Dest::FileStart { node })?;
         // The block size words grow as blocks are read: a size the content does not have
         // ends in a read error, never in a huge allocation.
         for index in 0..size.div_ceil(bs) {
             let n = (size - index * bs).min(bs) as usize;
             let mut buf = vec![0u8; n];
             content.read_exact(&mut buf).map_err(read_err)?;
+            let sparse = buf.iter().all(|&b| b == 0);
             if let Kind::File(f) = &mut self.nodes[node].kind {
-                // Sparse blocks keep 0; others get theirs when written (see `drain`).
+                // Sparse blocks keep 0; others get theirs when written.
                 f.block_sizes.push(0);
+                if sparse {
+                    f.sparse += n as u64;
+                }
             }
-            if buf.iter().all(|&b| b == 0) {
-                data.sparse += n as u64;
-                continue;
+            if !sparse {
+                let index = index as usize;
+                self.submit(buf, Dest::FileBlock { node, index })?;
             }
-            let index = index as usize;
-            self.submit(buf, Dest::FileBlock { node, index })?;
-        }
-        self.drain(true)?;
-        if let Kind::File(f) = &self.nodes[node].kind {
-            data.block_sizes = f.block_sizes.clone();
         }
         let key = (size, content.digest());
-        if let Some(dup) = self.block_dups.get(&key) {
-            // Same bytes already stored: drop what we just wrote and point at them.
-            self.pos = start;
-            return Ok(dup.clone());
+        let Some(&original) = self.block_dups.get(&key) else {
+            self.block_dups.insert(key, node);
+            return Ok(());
+        };
+        // Same bytes already stored: drop this file's blocks and point at the original's.
+        // Blocks are written in order and every block since this file's start marker is
+        // its own, so what is already written is rewound and the rest discarded.
+        if self.pipeline.next_write > first_seq
+            && let Kind::File(f) = &self.nodes[node].kind
+        {
+            self.pos = f.blocks_start;
         }
-        self.block_dups.insert(key, data.clone());
-        Ok(data)
+        for seq in first_seq.max(self.pipeline.next_write)..self.pipeline.next_seq {
+            self.pipeline.dests.insert(seq, Dest::Discard);
+        }
+        self.nodes[node].kind = Kind::File(FileData {
+            size,
+            dup_of: Some(original),
+            ..FileData::default()
+        });
+        Ok(())
+    }
+
+    /// Give every duplicate file its original's blocks, once all blocks are written.
+    fn resolve_dups(&mut self) {
+        for n in 0..self.nodes.len() {
+            if let Kind::File(FileData {
+                dup_of: Some(original),
+                ..
+            }) = self.nodes[n].kind
+                && let Kind::File(data) = &self.nodes[original].kind
+            {
+                let data = FileData {
+                    dup_of: None,
+                    ..data.clone()
+                };
+                self.nodes[n].kind = Kind::File(data);
+            }
+        }
     }
 
     fn insert(&mut self, entry: &Entry, kind: Kind) -> Result<usize> {
@@ -632,7 +723,8 @@ impl<'f> SquashfsWriter<'f> {
     /// Finish the image: tables, superblock, padding. Returns the padded length written.
     pub fn finish(mut self) -> Result<u64> {
         self.flush_fragment()?;
-        self.drain(true)?;
+        self.drain_all()?;
+        self.resolve_dups();
         let order = self.post_order();
         let inode_count = self.number_inodes(&order);
         self.count_links();
@@ -710,11 +802,10 @@ impl<'f> SquashfsWriter<'f> {
     /// Encode every inode in `order` into the inode table, each directory's listing into
     /// the directory table first; records each node's inode reference.
     fn encode_inodes(&mut self, order: &[usize], inode_count: u32) -> Result<MetadataTables> {
-        let compression = self.options.compression;
         let mut ids = IdTable::default();
         let mut xattrs = XattrSets::default();
-        let mut inodes = MetaWriter::new(compression);
-        let mut dirs = MetaWriter::new(compression);
+        let mut inodes = MetaWriter::new(&self.options)?;
+        let mut dirs = MetaWriter::new(&self.options)?;
         let mut parent_of = vec![0usize; self.nodes.len()];
         for n in 0..self.nodes.len() {
             if let Kind::Dir(children) = &self.nodes[n].kind {
@@ -876,7 +967,7 @@ impl<'f> SquashfsWriter<'f> {
     fn write_metadata_blocks(&mut self, entries: &[u8]) -> Result<Vec<u64>> {
         let mut pointers = Vec::new();
         for chunk in entries.chunks(METADATA_BLOCK) {
-            let mut w = MetaWriter::new(self.options.compression);
+            let mut w = MetaWriter::new(&self.options)?;
             w.write(chunk)?;
             let block = w.finish()?;
             pointers.push(self.append(&block)?);
@@ -890,7 +981,7 @@ impl<'f> SquashfsWriter<'f> {
         if sets.is_empty() {
             return Ok(NO_TABLE);
         }
-        let mut kv = MetaWriter::new(self.options.compression);
+        let mut kv = MetaWriter::new(&self.options)?;
         let mut ids = Vec::with_capacity(sets.len());
         let mut entries = Vec::new();
         for set in sets {
@@ -1084,9 +1175,7 @@ impl EntrySink for SquashfsWriter<'_> {
                 let content = content.ok_or_else(|| {
                     Error::malformed(format!("squashfs: {path}: no content given"))
                 })?;
-                let data = self.add_file(index, *size, content, &path)?;
-                self.nodes[index].kind = Kind::File(data);
-                return Ok(());
+                return self.add_file(index, *size, content, &path);
             }
             EntryKind::Symlink { target } => Kind::Symlink(target.clone()),
             EntryKind::CharDevice { major, minor } => Kind::CharDev(encode_dev(*major, *minor)),
@@ -1164,6 +1253,104 @@ mod tests {
     /// Data that compresses well, `blocks` blocks of 4 KiB.
     fn compressible(blocks: usize) -> Vec<u8> {
         (0..blocks * 4096).map(|i| (i % 251) as u8).collect()
+    }
+
+    /// Write `files` (name, content) with 4 KiB blocks on `threads` threads; returns the
+    /// image's length and what our reader reads back, by name.
+    fn write_and_read(
+        files: &[(&str, &[u8])],
+        threads: usize,
+    ) -> (u64, std::collections::BTreeMap<String, Vec<u8>>) {
+        use crate::fs::entry::EntrySource;
+        let file = tempfile::tempfile().unwrap();
+        let options = WriterOptions {
+            block_size: 4096,
+            threads,
+            mkfs_time: Some(0),
+            ..WriterOptions::default()
+        };
+        let mut w = SquashfsWriter::new(&file, 0, options).unwrap();
+        for (name, data) in files {
+            w.add_entry(&file_entry(name, data.len() as u64), Some(&mut &data[..]))
+                .unwrap();
+        }
+        let len = w.finish().unwrap();
+        let reader = super::super::SquashfsReader::open(&file, 0, len).unwrap();
+        let mut walk = reader.walk().unwrap();
+        let mut got = std::collections::BTreeMap::new();
+        while let Some(entry) = walk.next_entry().unwrap() {
+            if let EntryKind::File { .. } = entry.kind {
+                let mut data = Vec::new();
+                walk.read_content().unwrap().read_to_end(&mut data).unwrap();
+                got.insert(entry.display_path(), data);
+            }
+        }
+        (len, got)
+    }
+
+    #[test]
+    fn a_duplicate_file_is_stored_once_even_when_its_blocks_were_already_written() {
+        // 200 blocks: far more than the blocks in flight, so most of the copy's blocks are
+        // written before its digest shows it is a copy; they must be rewound (and the
+        // rest discarded), the copy pointing at the original's blocks.
+        let a: Vec<u8> = (0..200 * 4096u32)
+            .map(|i| (i / 7 % 251) as u8 ^ (i / 4096) as u8)
+            .collect();
+        let mut c = a.clone();
+        c[123_456] ^= 1;
+        let sparse_then_data: Vec<u8> = (0..3 * 4096u32)
+            .map(|i| if i < 8192 { 0 } else { i as u8 })
+            .collect();
+        for threads in [1, 3] {
+            let (with_copy, got) = write_and_read(
+                &[
+                    ("a", &a),
+                    ("b", &a),
+                    ("c", &c),
+                    ("s", &sparse_then_data),
+                    ("t", &sparse_then_data),
+                ],
+                threads,
+            );
+            assert_eq!(got["/a"], a);
+            assert_eq!(got["/b"], a);
+            assert_eq!(got["/c"], c);
+            assert_eq!(got["/s"], sparse_then_data);
+            assert_eq!(got["/t"], sparse_then_data);
+            let (without, _) =
+                write_and_read(&[("a", &a), ("c", &c), ("s", &sparse_then_data)], threads);
+            assert!(
+                with_copy <= without + 4096,
+                "{threads} threads: {with_copy} bytes with copies, {without} without"
+            );
+        }
+    }
+
+    #[test]
+    fn the_image_does_not_depend_on_the_number_of_threads() {
+        let a: Vec<u8> = (0..50 * 4096u32).map(|i| (i % 253) as u8).collect();
+        let files: [(&str, &[u8]); 4] = [("a", &a), ("b", &a[..5000]), ("c", &a), ("d", b"x")];
+        let image = |threads| {
+            let file = tempfile::tempfile().unwrap();
+            let options = WriterOptions {
+                block_size: 4096,
+                threads,
+                mkfs_time: Some(0),
+                ..WriterOptions::default()
+            };
+            let mut w = SquashfsWriter::new(&file, 0, options).unwrap();
+            for (name, data) in files {
+                w.add_entry(&file_entry(name, data.len() as u64), Some(&mut &data[..]))
+                    .unwrap();
+            }
+            let len = w.finish().unwrap();
+            let mut bytes = vec![0u8; len as usize];
+            file.read_exact_at(&mut bytes, 0).unwrap();
+            bytes
+        };
+        let one = image(1);
+        assert_eq!(image(2), one);
+        assert_eq!(image(5), one);
     }
 
     #[test]
