@@ -15,7 +15,7 @@ use super::raw::{
     METADATA_BLOCK, MetadataHeader, NO_FRAGMENT, NO_TABLE, NO_XATTR, SUPERBLOCK_LEN, Superblock,
     XattrEntry, XattrId, XattrTableHeader, encode_dev, flags, inode_type,
 };
-use crate::digest::{Digest, HashingReader};
+use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fs::entry::{Entry, EntryKind, EntrySink, Metadata, display_path};
 
@@ -91,25 +91,38 @@ enum Dest {
         node: usize,
         index: usize,
     },
+    /// An empty marker after the last block of the file of `node`: every block of it is
+    /// written, so whether it duplicates an earlier file can be decided (see `file_end`).
+    FileEnd {
+        node: usize,
+    },
     Fragment {
         index: usize,
     },
-    /// A block of a file found to duplicate an earlier one: dropped, never written.
-    Discard,
 }
 
-/// A compressed block (or the raw one, if compressing did not shrink it) and whether it is
-/// compressed; or why the worker could not produce it.
-type Compressed = Result<(Vec<u8>, bool)>;
+/// A block as a worker hands it back.
+struct Block {
+    /// The compressed block, or the raw one if compressing did not shrink it.
+    data: Vec<u8>,
+    compressed: bool,
+    /// SHA-256 of the raw block, for the blocks of files (duplicate detection): computed
+    /// on the workers, in parallel, rather than on the thread that reads the files.
+    digest: Option<Digest>,
+}
+
+/// A finished block, or why the worker could not produce it.
+type Compressed = Result<Block>;
 
 /// Data blocks compressed on worker threads, handed back in submission order.
 struct Pipeline {
-    jobs: Option<SyncSender<(u64, Vec<u8>)>>,
+    /// (sequence number, raw block, whether its digest is wanted).
+    jobs: Option<SyncSender<(u64, Vec<u8>, bool)>>,
     results: Receiver<(u64, Compressed)>,
     workers: Vec<JoinHandle<()>>,
     next_seq: u64,
     next_write: u64,
-    ready: BTreeMap<u64, (Vec<u8>, bool)>,
+    ready: BTreeMap<u64, Block>,
     dests: BTreeMap<u64, Dest>,
     /// The first failure of a worker: every later call fails the same way (the failed
     /// block will never arrive, so waiting for it would hang).
@@ -121,12 +134,18 @@ struct Pipeline {
 
 /// Compress one data block as the worker threads do: compressed if that makes it smaller
 /// (as the compressor itself decides, with no guess from samples), raw otherwise.
-fn compress_block(compressor: &mut BlockCompressor, raw: Vec<u8>) -> Compressed {
+fn compress_block(compressor: &mut BlockCompressor, raw: Vec<u8>, digest: bool) -> Compressed {
+    let digest = digest.then(|| Digest::of(&raw));
     let packed = compressor.compress(&raw)?;
-    Ok(if packed.len() < raw.len() {
+    let (data, compressed) = if packed.len() < raw.len() {
         (packed, true)
     } else {
         (raw, false)
+    };
+    Ok(Block {
+        data,
+        compressed,
+        digest,
     })
 }
 
@@ -142,7 +161,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 impl Pipeline {
     fn new(compression: Compression, block_size: u32, threads: usize) -> Pipeline {
-        let (job_tx, job_rx) = sync_channel::<(u64, Vec<u8>)>(threads * 2);
+        let (job_tx, job_rx) = sync_channel::<(u64, Vec<u8>, bool)>(threads * 2);
         let (res_tx, res_rx) = channel();
         let job_rx = Arc::new(Mutex::new(job_rx));
         #[cfg(test)]
@@ -166,7 +185,7 @@ impl Pipeline {
                             Ok(rx) => rx.recv(),
                             Err(_) => return,
                         };
-                        let Ok((seq, raw)) = job else { return };
+                        let Ok((seq, raw, digest)) = job else { return };
                         // A panicking compressor must not leave the writer waiting for a
                         // block that never comes: it becomes this block's error.
                         // After a panic the compressor is not used for this block again: the
@@ -177,7 +196,7 @@ impl Pipeline {
                                 panic!("injected compressor failure at block {seq}");
                             }
                             match &mut compressor {
-                                Ok(c) => compress_block(c, raw),
+                                Ok(c) => compress_block(c, raw, digest),
                                 Err((kind, message)) => Err(Error::new(*kind, message.clone())),
                             }
                         }))
@@ -408,8 +427,12 @@ pub struct SquashfsWriter<'f> {
     fragments: Vec<FragmentEntry>,
     /// Small files already stored, by (size, digest): (fragment, offset in it).
     fragment_dups: HashMap<(u64, Digest), (u32, u32)>,
-    /// Files of whole blocks already stored, by (size, digest): the node holding them.
+    /// Files of whole blocks already stored, by (size, digest of the block digests): the
+    /// node holding them.
     block_dups: HashMap<(u64, Digest), usize>,
+    /// The digests of the blocks written so far of the file being written (by index;
+    /// `None` for sparse blocks), for duplicate detection at its end marker.
+    block_digests: Vec<Option<Digest>>,
 }
 
 fn io_err(what: &str, e: std::io::Error) -> Error {
@@ -461,6 +484,7 @@ impl<'f> SquashfsWriter<'f> {
             fragments: Vec::new(),
             fragment_dups: HashMap::new(),
             block_dups: HashMap::new(),
+            block_digests: Vec::new(),
         })
     }
 
@@ -485,7 +509,7 @@ impl<'f> SquashfsWriter<'f> {
             .jobs
             .as_ref()
             .ok_or_else(stopped)?
-            .send((seq, raw))
+            .send((seq, raw, matches!(dest, Dest::FileBlock { .. })))
             .map_err(|_| stopped())?;
         let limit = Self::IN_FLIGHT_PER_THREAD * self.pipeline.workers.len() as u64;
         self.drain_until(self.pipeline.next_seq.saturating_sub(limit))
@@ -497,7 +521,14 @@ impl<'f> SquashfsWriter<'f> {
         let seq = self.pipeline.next_seq;
         self.pipeline.next_seq += 1;
         self.pipeline.dests.insert(seq, dest);
-        self.pipeline.ready.insert(seq, (Vec::new(), false));
+        self.pipeline.ready.insert(
+            seq,
+            Block {
+                data: Vec::new(),
+                compressed: false,
+                digest: None,
+            },
+        );
         Ok(())
     }
 
@@ -514,15 +545,15 @@ impl<'f> SquashfsWriter<'f> {
             while let Ok((seq, result)) = self.pipeline.results.try_recv() {
                 self.pipeline.receive(seq, result)?;
             }
-            while let Some((data, compressed)) =
-                self.pipeline.ready.remove(&self.pipeline.next_write)
+            while let Some(Block {
+                data,
+                compressed,
+                digest,
+            }) = self.pipeline.ready.remove(&self.pipeline.next_write)
             {
                 let seq = self.pipeline.next_write;
                 self.pipeline.next_write += 1;
                 let dest = self.pipeline.dests.remove(&seq);
-                if matches!(dest, Some(Dest::Discard)) {
-                    continue;
-                }
                 let at = self.pos;
                 self.write_at(&data, at)?;
                 self.pos += data.len() as u64;
@@ -539,15 +570,20 @@ impl<'f> SquashfsWriter<'f> {
                         {
                             *word = size;
                         }
+                        if self.block_digests.len() <= index {
+                            self.block_digests.resize(index + 1, None);
+                        }
+                        self.block_digests[index] = digest;
                     }
+                    Some(Dest::FileEnd { node }) => self.file_end(node),
                     Some(Dest::Fragment { index }) => {
                         if let Some(fragment) = self.fragments.get_mut(index) {
                             *fragment = FragmentEntry { start: at, size };
                         }
                     }
                     // Cannot happen: `submit` and `mark` record a destination for every
-                    // block, and discarded ones were skipped above.
-                    Some(Dest::Discard) | None => {}
+                    // block.
+                    None => {}
                 }
             }
             if self.pipeline.next_write >= target {
@@ -571,7 +607,8 @@ impl<'f> SquashfsWriter<'f> {
     /// Store the content of the file of `node`. Blocks of a file larger than a block are
     /// submitted as they are read, without waiting for earlier files' blocks, so the
     /// compression threads never run dry between files; the block sizes and the start
-    /// are filled in as the blocks are written (see `drain_until`).
+    /// are filled in as the blocks are written (see `drain_until`), and a duplicate is
+    /// found when its last block is (see `file_end`).
     fn add_file(
         &mut self,
         node: usize,
@@ -589,13 +626,12 @@ impl<'f> SquashfsWriter<'f> {
         if size == 0 {
             return Ok(());
         }
-        // The digest of the content identifies duplicates.
-        let mut content = HashingReader::new(content);
         if size < bs {
-            // Small file: packed into a fragment block (as mksquashfs does).
+            // Small file: packed into a fragment block (as mksquashfs does); the digest of
+            // the content identifies duplicates.
             let mut buf = vec![0u8; size as usize];
             content.read_exact(&mut buf).map_err(read_err)?;
-            let key = (size, content.digest());
+            let key = (size, Digest::of(&buf));
             let frag = match self.fragment_dups.get(&key) {
                 Some(&frag) => frag,
                 None => {
@@ -613,7 +649,6 @@ impl<'f> SquashfsWriter<'f> {
             }
             return Ok(());
         }
-        let first_seq = self.pipeline.next_seq;
         self.mark(Dest::FileStart { node })?;
         // The block size words grow as blocks are read: a size the content does not have
         // ends in a read error, never in a huge allocation.
@@ -634,28 +669,43 @@ impl<'f> SquashfsWriter<'f> {
                 self.submit(buf, Dest::FileBlock { node, index })?;
             }
         }
-        let key = (size, content.digest());
-        let Some(&original) = self.block_dups.get(&key) else {
-            self.block_dups.insert(key, node);
-            return Ok(());
+        self.mark(Dest::FileEnd { node })
+    }
+
+    /// Every block of the file of `node` is written (and nothing after it): if its
+    /// content is that of an earlier file, rewind over its blocks and point it at the
+    /// earlier file's. The content is identified by the size and the SHA-256 digests of
+    /// the blocks (a marker for each sparse one), which the workers computed.
+    fn file_end(&mut self, node: usize) {
+        let Kind::File(f) = &self.nodes[node].kind else {
+            return;
         };
-        // Same bytes already stored: drop this file's blocks and point at the original's.
-        // Blocks are written in order and every block since this file's start marker is
-        // its own, so what is already written is rewound and the rest discarded.
-        if self.pipeline.next_write > first_seq
-            && let Kind::File(f) = &self.nodes[node].kind
-        {
-            self.pos = f.blocks_start;
+        let mut material = Vec::with_capacity(8 + f.block_sizes.len() * 33);
+        material.extend_from_slice(&f.size.to_le_bytes());
+        for index in 0..f.block_sizes.len() {
+            match self.block_digests.get(index).copied().flatten() {
+                Some(digest) => {
+                    material.push(1);
+                    material.extend_from_slice(digest.as_bytes());
+                }
+                None => material.push(0),
+            }
         }
-        for seq in first_seq.max(self.pipeline.next_write)..self.pipeline.next_seq {
-            self.pipeline.dests.insert(seq, Dest::Discard);
+        self.block_digests.clear();
+        let key = (f.size, Digest::of(&material));
+        match self.block_dups.get(&key) {
+            None => {
+                self.block_dups.insert(key, node);
+            }
+            Some(&original) => {
+                self.pos = f.blocks_start;
+                self.nodes[node].kind = Kind::File(FileData {
+                    size: f.size,
+                    dup_of: Some(original),
+                    ..FileData::default()
+                });
+            }
         }
-        self.nodes[node].kind = Kind::File(FileData {
-            size,
-            dup_of: Some(original),
-            ..FileData::default()
-        });
-        Ok(())
     }
 
     /// Give every duplicate file its original's blocks, once all blocks are written.
@@ -1290,9 +1340,9 @@ mod tests {
 
     #[test]
     fn a_duplicate_file_is_stored_once_even_when_its_blocks_were_already_written() {
-        // 200 blocks: far more than the blocks in flight, so most of the copy's blocks are
-        // written before its digest shows it is a copy; they must be rewound (and the
-        // rest discarded), the copy pointing at the original's blocks.
+        // 200 blocks, far more than the blocks in flight: the copy's blocks are written
+        // before its block digests show it is a copy; they must be rewound, and the copy
+        // point at the original's blocks. Sparse blocks count in the identity too.
         let a: Vec<u8> = (0..200 * 4096u32)
             .map(|i| (i / 7 % 251) as u8 ^ (i / 4096) as u8)
             .collect();
