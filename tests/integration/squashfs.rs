@@ -22,6 +22,12 @@ fn make_tree(root: &Path) {
             .args(["-h", "-d", "2001-02-03 04:05:06 UTC"])
             .arg(root.join("empty")),
     );
+    // More than 256 entries but names short enough for one metadata block: mksquashfs
+    // still takes the extended directory inode (sqfsdiff compares inode types).
+    std::fs::create_dir(root.join("many-short")).unwrap();
+    for i in 0..300 {
+        std::fs::write(root.join(format!("many-short/{i:03}")), []).unwrap();
+    }
     std::fs::create_dir(root.join("huge-dir")).unwrap();
     for i in 0..10_000 {
         std::fs::write(root.join(format!("huge-dir/{i:05}")), []).unwrap();

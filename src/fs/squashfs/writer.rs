@@ -149,6 +149,14 @@ fn compress_block(compressor: &mut BlockCompressor, raw: Vec<u8>, digest: bool) 
     })
 }
 
+/// Whether every byte of `data` is zero. An OR over 4 KiB at a time, which the compiler
+/// vectorizes (a byte loop that stops at the first non-zero byte does not); large holes
+/// are read at memory speed.
+fn all_zero(data: &[u8]) -> bool {
+    data.chunks(4096)
+        .all(|chunk| chunk.iter().fold(0u8, |acc, &b| acc | b) == 0)
+}
+
 /// A panic's message as one line.
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     let text = payload
@@ -433,6 +441,8 @@ pub struct SquashfsWriter<'f> {
     /// The digests of the blocks written so far of the file being written (by index;
     /// `None` for sparse blocks), for duplicate detection at its end marker.
     block_digests: Vec<Option<Digest>>,
+    /// The buffer blocks are read into (see `add_file`).
+    read_buf: Vec<u8>,
 }
 
 fn io_err(what: &str, e: std::io::Error) -> Error {
@@ -485,6 +495,7 @@ impl<'f> SquashfsWriter<'f> {
             fragment_dups: HashMap::new(),
             block_dups: HashMap::new(),
             block_digests: Vec::new(),
+            read_buf: Vec::new(),
         })
     }
 
@@ -650,13 +661,18 @@ impl<'f> SquashfsWriter<'f> {
             return Ok(());
         }
         self.mark(Dest::FileStart { node })?;
+        // Blocks are read into one buffer, kept from file to file: a sparse block (all
+        // zeros, as in holes) then costs no allocation, and no buffer is zeroed before it
+        // is read into. A block to compress is copied out of it.
+        let mut buf = std::mem::take(&mut self.read_buf);
+        buf.resize(bs as usize, 0);
         // The block size words grow as blocks are read: a size the content does not have
         // ends in a read error, never in a huge allocation.
         for index in 0..size.div_ceil(bs) {
             let n = (size - index * bs).min(bs) as usize;
-            let mut buf = vec![0u8; n];
-            content.read_exact(&mut buf).map_err(read_err)?;
-            let sparse = buf.iter().all(|&b| b == 0);
+            let block = &mut buf[..n];
+            content.read_exact(block).map_err(read_err)?;
+            let sparse = all_zero(block);
             if let Kind::File(f) = &mut self.nodes[node].kind {
                 // Sparse blocks keep 0; others get theirs when written.
                 f.block_sizes.push(0);
@@ -666,9 +682,11 @@ impl<'f> SquashfsWriter<'f> {
             }
             if !sparse {
                 let index = index as usize;
-                self.submit(buf, Dest::FileBlock { node, index })?;
+                let block = block.to_vec();
+                self.submit(block, Dest::FileBlock { node, index })?;
             }
         }
+        self.read_buf = buf;
         self.mark(Dest::FileEnd { node })
     }
 
@@ -936,7 +954,17 @@ impl<'f> SquashfsWriter<'f> {
                         }
                     })
                     .collect();
-                let extended = has_xattrs || file_size > u16::MAX as u64 || !index.is_empty();
+                // mksquashfs's rule (sort_directory, create_inode): the extended form for
+                // xattrs, more than 256 entries, or entries whose names plus 8 bytes each
+                // reach a metadata block; the basic form (which has no index) otherwise,
+                // even when the headers push the listing over a block.
+                let entry_bytes: usize =
+                    children.iter().map(|&c| 8 + self.nodes[c].name.len()).sum();
+                let extended = has_xattrs
+                    || children.len() > 256
+                    || entry_bytes >= METADATA_BLOCK
+                    || file_size > u16::MAX as u64;
+                let index = if extended { index } else { Vec::new() };
                 let dir = DirInode {
                     start_block: start_block as u32,
                     offset,
@@ -1401,6 +1429,18 @@ mod tests {
         let one = image(1);
         assert_eq!(image(2), one);
         assert_eq!(image(5), one);
+    }
+
+    #[test]
+    fn a_block_is_sparse_only_when_every_byte_is_zero() {
+        let mut block = vec![0u8; 131072 + 100];
+        assert!(all_zero(&block));
+        assert!(all_zero(&[]));
+        for at in [0, 1, 4095, 4096, 70_000, 131072, 131072 + 99] {
+            block[at] = 0x80;
+            assert!(!all_zero(&block), "a non-zero byte at {at} missed");
+            block[at] = 0;
+        }
     }
 
     #[test]
