@@ -43,8 +43,10 @@ pub struct SquashfsReader<'f> {
     fragment_cache: RefCell<Vec<(u32, Rc<Vec<u8>>)>>,
 }
 
-/// Fragment blocks kept decompressed (at most this many blocks of memory).
-const FRAGMENT_CACHE: usize = 8;
+/// Bytes of decompressed fragment blocks kept: a walk visits files in name order, which
+/// need not be the order their tails were packed in (a layer made from a tar stream), so
+/// the cache must hold many blocks for small files not to decompress theirs again.
+const FRAGMENT_CACHE_BYTES: usize = 16 << 20;
 
 /// Read the superblock at `offset` and check what the rest of the reader relies on.
 fn read_superblock(file: &File, offset: u64, len: u64) -> Result<(Superblock, Compression)> {
@@ -376,8 +378,9 @@ impl<'f> SquashfsReader<'f> {
         }
         let data = Rc::new(self.data_block(at, word, "fragment")?);
         let mut cache = self.fragment_cache.borrow_mut();
-        if cache.len() == FRAGMENT_CACHE {
-            cache.remove(0);
+        let mut held: usize = cache.iter().map(|(_, d)| d.len()).sum();
+        while !cache.is_empty() && held + data.len() > FRAGMENT_CACHE_BYTES {
+            held -= cache.remove(0).1.len();
         }
         cache.push((index, Rc::clone(&data)));
         Ok(data)
