@@ -25,5 +25,6 @@ pub mod ops;
 pub mod progress;
 pub mod registry;
 pub mod sif;
+pub mod time;
 
 pub use error::{Error, ErrorKind, Result};

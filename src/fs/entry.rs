@@ -60,6 +60,22 @@ pub enum EntryKind {
     },
 }
 
+impl EntryKind {
+    /// The kind in words, for messages ("a symlink").
+    pub fn description(&self) -> &'static str {
+        match self {
+            EntryKind::Directory => "a directory",
+            EntryKind::File { .. } => "a file",
+            EntryKind::Symlink { .. } => "a symlink",
+            EntryKind::CharDevice { .. } => "a character device",
+            EntryKind::BlockDevice { .. } => "a block device",
+            EntryKind::Fifo => "a fifo",
+            EntryKind::Socket => "a socket",
+            EntryKind::HardLink { .. } => "a hard link",
+        }
+    }
+}
+
 /// One extended attribute; the name includes its namespace (`user.foo`, `trusted.overlay.opaque`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Xattr {

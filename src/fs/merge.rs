@@ -245,7 +245,7 @@ impl LayerMerge {
                         "{} would be written through {}, which is not a directory ({})",
                         display_path(path),
                         display_path(ancestor),
-                        kind_name(&node.entry.kind)
+                        node.entry.kind.description()
                     )));
                 }
                 None => {
@@ -432,19 +432,6 @@ impl LayerMerge {
 
 fn is_whiteout(entry: &Entry) -> bool {
     matches!(entry.kind, EntryKind::CharDevice { major: 0, minor: 0 })
-}
-
-fn kind_name(kind: &EntryKind) -> &'static str {
-    match kind {
-        EntryKind::Directory => "a directory",
-        EntryKind::File { .. } => "a file",
-        EntryKind::Symlink { .. } => "a symlink",
-        EntryKind::CharDevice { .. } => "a character device",
-        EntryKind::BlockDevice { .. } => "a block device",
-        EntryKind::Fifo => "a fifo",
-        EntryKind::Socket => "a socket",
-        EntryKind::HardLink { .. } => "a hard link",
-    }
 }
 
 /// The merged filesystem, ready to be written (pass 2).

@@ -350,14 +350,8 @@ pub enum UpperMarker {
 
 fn kind_name(kind: &EntryKind) -> &'static str {
     match kind {
-        EntryKind::Directory => "a directory",
         EntryKind::File { .. } => "a non-empty file",
-        EntryKind::Symlink { .. } => "a symlink",
-        EntryKind::CharDevice { .. } => "a character device",
-        EntryKind::BlockDevice { .. } => "a block device",
-        EntryKind::Fifo => "a fifo",
-        EntryKind::Socket => "a socket",
-        EntryKind::HardLink { .. } => "a hard link",
+        other => other.description(),
     }
 }
 

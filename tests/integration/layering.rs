@@ -9,11 +9,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("error", &[]),
     ("digest", &["error", "progress"]),
     ("progress", &[]),
+    ("time", &[]),
     ("journal", &["error", "digest", "progress"]),
     // Codecs, each on its own over the base.
-    ("sif", &["error", "digest"]),
+    ("sif", &["error", "digest", "time"]),
     ("fs", &["error", "digest", "progress"]),
-    ("oci", &["error", "digest"]),
+    ("oci", &["error", "digest", "time"]),
     // How an OCI image lives in a SIF: sif + oci, never filesystems or journals.
     ("ocisif", &["error", "digest", "sif", "oci"]),
     // The OCI distribution client: HTTP and credentials, knows OCI media types, not SIF.
@@ -23,6 +24,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "ops",
         &[
             "error", "digest", "progress", "journal", "sif", "fs", "oci", "ocisif", "registry",
+            "time",
         ],
     ),
 ];
