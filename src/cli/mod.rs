@@ -8,6 +8,7 @@ mod registry_cmds;
 mod render;
 mod sif_cmds;
 mod units;
+mod view_cmds;
 
 use std::process::ExitCode;
 
@@ -35,6 +36,12 @@ enum Command {
     Seal(overlay_cmds::SealArgs),
     /// List the files of the overlay or a layer, without mounting.
     Ls(overlay_cmds::LsArgs),
+    /// Print a file of the image (merged view, or one layer) on standard output.
+    Cat(view_cmds::CatArgs),
+    /// Copy a file or directory out of the image (merged view, or one layer).
+    Extract(view_cmds::ExtractArgs),
+    /// List what the overlay (or a layer) adds, changes and deletes.
+    Diff(view_cmds::DiffArgs),
     /// Show the image at a glance.
     Inspect(overlay_cmds::InspectArgs),
     /// Hash every blob and check every reference and invariant.
@@ -106,6 +113,9 @@ pub fn run() -> ExitCode {
         Command::Reconcile(args) => overlay_cmds::reconcile(args),
         Command::Seal(args) => overlay_cmds::seal(args),
         Command::Ls(args) => overlay_cmds::ls(args),
+        Command::Cat(args) => view_cmds::cat(args),
+        Command::Extract(args) => view_cmds::extract(args),
+        Command::Diff(args) => view_cmds::diff(args),
         Command::Inspect(args) => overlay_cmds::inspect(args),
         Command::Verify(args) => overlay_cmds::verify(args),
         Command::Recover(args) => overlay_cmds::recover(args),

@@ -493,6 +493,16 @@ impl MergePlan {
         Ok(())
     }
 
+    /// Every name of the merged filesystem, with the origin of its content for the file
+    /// names pass 2 writes with content (hard-link names come as [`EntryKind::HardLink`]).
+    pub fn entries(&self) -> impl Iterator<Item = (&Entry, Option<Origin>)> {
+        self.structure
+            .iter()
+            .map(|e| (e, None))
+            .chain(self.files.iter().map(|(origin, e)| (e, Some(*origin))))
+            .chain(self.links.iter().map(|e| (e, None)))
+    }
+
     /// Pass 2, last step: the further names of hard-linked entries.
     pub fn write_links(&self, sink: &mut dyn EntrySink) -> Result<()> {
         for entry in &self.links {

@@ -12,4 +12,5 @@ pub mod merge;
 pub mod overlay;
 pub mod squashfs;
 pub mod tar;
+pub mod unpack;
 pub mod whiteout;

@@ -37,6 +37,22 @@ pub enum ListedKind {
     Hardlink,
 }
 
+impl ListedKind {
+    /// The kind of an entry.
+    pub fn of(kind: &EntryKind) -> ListedKind {
+        match kind {
+            EntryKind::Directory => ListedKind::Dir,
+            EntryKind::File { .. } => ListedKind::File,
+            EntryKind::Symlink { .. } => ListedKind::Symlink,
+            EntryKind::CharDevice { .. } => ListedKind::Char,
+            EntryKind::BlockDevice { .. } => ListedKind::Block,
+            EntryKind::Fifo => ListedKind::Fifo,
+            EntryKind::Socket => ListedKind::Socket,
+            EntryKind::HardLink { .. } => ListedKind::Hardlink,
+        }
+    }
+}
+
 /// One listed entry.
 #[derive(Debug, Clone, Serialize)]
 pub struct Listed {

@@ -15,6 +15,7 @@ pub mod recover;
 pub mod seal;
 pub mod transfer;
 pub mod verify;
+pub mod view;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
