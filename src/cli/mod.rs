@@ -36,6 +36,8 @@ enum Command {
     Seal(overlay_cmds::SealArgs),
     /// List the files of the overlay or a layer, without mounting.
     Ls(overlay_cmds::LsArgs),
+    /// Remove the writable overlay (the undo of `add`).
+    RemoveOverlay(view_cmds::RemoveOverlayArgs),
     /// Print a file of the image (merged view, or one layer) on standard output.
     Cat(view_cmds::CatArgs),
     /// Copy a file or directory out of the image (merged view, or one layer).
@@ -113,6 +115,7 @@ pub fn run() -> ExitCode {
         Command::Reconcile(args) => overlay_cmds::reconcile(args),
         Command::Seal(args) => overlay_cmds::seal(args),
         Command::Ls(args) => overlay_cmds::ls(args),
+        Command::RemoveOverlay(args) => view_cmds::remove_overlay(args),
         Command::Cat(args) => view_cmds::cat(args),
         Command::Extract(args) => view_cmds::extract(args),
         Command::Diff(args) => view_cmds::diff(args),

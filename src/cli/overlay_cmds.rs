@@ -48,7 +48,7 @@ fn warn_upper(warnings: &[String]) {
 }
 
 /// What an edit invalidated, on standard error.
-fn warn_invalidated(signatures: &[u32], dropped_cosign: usize) {
+pub(super) fn warn_invalidated(signatures: &[u32], dropped_cosign: usize) {
     for id in signatures {
         eprintln!("sifovl: warning: SIF signature object {id} no longer verifies");
     }

@@ -18,12 +18,14 @@ fn scope(layer: Option<usize>) -> Scope {
 }
 
 #[derive(Args)]
-#[command(after_help = "Reads the files as the container sees them: every layer, the overlay's \
+#[command(
+    after_help = "Reads the files as the container sees them: every layer, the overlay's \
 upper/ on top, deletions applied; symlinks are followed inside the image.
 
 Examples:
   sifovl cat job.oci.sif /etc/os-release
-  sifovl cat --layer 0 job.oci.sif /etc/os-release   # as the bottom layer has it")]
+  sifovl cat --layer 0 job.oci.sif /etc/os-release   # as the bottom layer has it"
+)]
 pub struct CatArgs {
     /// The SIF or OCI-SIF image to read.
     pub image: PathBuf,
@@ -43,7 +45,8 @@ pub fn cat(args: CatArgs) -> Result<Outcome> {
 }
 
 #[derive(Args)]
-#[command(after_help = "A directory's contents go into DEST (created if missing, else it must be \
+#[command(
+    after_help = "A directory's contents go into DEST (created if missing, else it must be \
 empty); a file, symlink or device becomes DEST (which must not exist), or DEST/NAME when DEST is \
 a directory. Nothing is ever written outside DEST: symlinks of the image are created, never \
 followed. Owners are restored when run as root.
@@ -51,7 +54,8 @@ followed. Owners are restored when run as root.
 Examples:
   sifovl extract job.oci.sif /results ./results
   sifovl extract job.oci.sif / rootfs/                # the whole merged tree
-  sifovl extract --layer 2 job.oci.sif /etc/passwd .")]
+  sifovl extract --layer 2 job.oci.sif /etc/passwd ."
+)]
 pub struct ExtractArgs {
     /// The SIF or OCI-SIF image to read.
     pub image: PathBuf,
@@ -99,14 +103,16 @@ fn render_extract(r: &ExtractReport) -> String {
 }
 
 #[derive(Args)]
-#[command(after_help = "One line per change: A added, M modified (with what differs: content, \
+#[command(
+    after_help = "One line per change: A added, M modified (with what differs: content, \
 mode, owner, xattrs, mtime, type, target, device), D deleted, O opaque directory (replaces the \
 directory below as a whole). Directories whose only change is their contents are not listed.
 
 Examples:
   sifovl diff job.oci.sif                  # what the job wrote into the overlay
   sifovl diff --layer 2 job.oci.sif        # what sealed layer 2 changes
-  sifovl diff --json job.oci.sif | jq '.changes[] | select(.change == \"deleted\")'")]
+  sifovl diff --json job.oci.sif | jq '.changes[] | select(.change == \"deleted\")'"
+)]
 pub struct DiffArgs {
     /// The SIF or OCI-SIF image to compare.
     pub image: PathBuf,
@@ -142,4 +148,47 @@ fn render_diff(r: &DiffReport) -> String {
         s.push('\n');
     }
     s
+}
+
+#[derive(Args)]
+#[command(
+    after_help = "The undo of `add`: an OCI-SIF loses its ext3 last layer (manifest, config \
+and index follow), a native SIF its ext3 overlay partition. Whatever the job wrote into the \
+overlay is gone: `sifovl extract` or `sifovl seal` it first to keep it.
+
+Examples:
+  sifovl remove-overlay job.oci.sif
+  sifovl remove-overlay --force signed.sif   # signatures will no longer verify"
+)]
+pub struct RemoveOverlayArgs {
+    /// The image whose writable overlay is removed.
+    pub image: PathBuf,
+    /// Remove even if SIF signatures will no longer verify.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn remove_overlay(args: RemoveOverlayArgs) -> Result<Outcome> {
+    let report = ops::remove_overlay::remove_overlay(
+        &args.image,
+        &ops::remove_overlay::RemoveOptions { force: args.force },
+    )?;
+    super::overlay_cmds::warn_invalidated(
+        &report.invalidated_signatures,
+        report.dropped_cosign_entries,
+    );
+    emit(args.json, &report, |r| {
+        format!(
+            "{}: removed the {} MiB overlay (object {}); file {} -> {} bytes",
+            r.image,
+            r.overlay_size >> 20,
+            r.object,
+            r.file_size_before,
+            r.file_size_after
+        )
+    })?;
+    Ok(Outcome::Success)
 }

@@ -70,7 +70,12 @@ impl DirWriter {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| Error::io(format!("{}: opening the destination", dest.display()), e.into()))?;
+        .map_err(|e| {
+            Error::io(
+                format!("{}: opening the destination", dest.display()),
+                e.into(),
+            )
+        })?;
         Ok(DirWriter {
             root,
             root_path: dest.to_path_buf(),
@@ -175,7 +180,12 @@ impl DirWriter {
     }
 
     /// Owner, permissions, xattrs and times of an open entry (a file or a directory).
-    fn set_metadata(&mut self, path: &[u8], fd: rustix::fd::BorrowedFd<'_>, m: &Metadata) -> Result<()> {
+    fn set_metadata(
+        &mut self,
+        path: &[u8],
+        fd: rustix::fd::BorrowedFd<'_>,
+        m: &Metadata,
+    ) -> Result<()> {
         if self.options.same_owner {
             rustix::fs::fchown(
                 fd,
@@ -189,7 +199,9 @@ impl DirWriter {
             .map_err(|e| self.io_error(path, "setting the mode", e))?;
         if self.options.xattrs {
             for x in &m.xattrs {
-                if let Err(e) = rustix::fs::fsetxattr(fd, x.name.as_slice(), &x.value, XattrFlags::empty()) {
+                if let Err(e) =
+                    rustix::fs::fsetxattr(fd, x.name.as_slice(), &x.value, XattrFlags::empty())
+                {
                     let line = format!(
                         "{}: xattr {} not restored ({e})",
                         display_path(path),
@@ -205,7 +217,14 @@ impl DirWriter {
     }
 
     /// Owner and time of a name that cannot be opened (symlinks, devices, fifos).
-    fn set_metadata_at(&mut self, path: &[u8], parent: &OwnedFd, name: &[u8], m: &Metadata, symlink: bool) -> Result<()> {
+    fn set_metadata_at(
+        &mut self,
+        path: &[u8],
+        parent: &OwnedFd,
+        name: &[u8],
+        m: &Metadata,
+        symlink: bool,
+    ) -> Result<()> {
         if self.options.same_owner {
             rustix::fs::chownat(
                 parent,
@@ -217,8 +236,13 @@ impl DirWriter {
             .map_err(|e| self.io_error(path, "setting the owner", e))?;
         }
         if !symlink {
-            rustix::fs::chmodat(parent, name, Mode::from_raw_mode(m.permissions & 0o7777), AtFlags::empty())
-                .map_err(|e| self.io_error(path, "setting the mode", e))?;
+            rustix::fs::chmodat(
+                parent,
+                name,
+                Mode::from_raw_mode(m.permissions & 0o7777),
+                AtFlags::empty(),
+            )
+            .map_err(|e| self.io_error(path, "setting the mode", e))?;
         }
         rustix::fs::utimensat(parent, name, &times(m), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| self.io_error(path, "setting the time", e))?;
@@ -245,7 +269,12 @@ impl DirWriter {
         Ok(())
     }
 
-    fn make_node(&mut self, entry: &Entry, file_type: FileType, dev: rustix::fs::Dev) -> Result<()> {
+    fn make_node(
+        &mut self,
+        entry: &Entry,
+        file_type: FileType,
+        dev: rustix::fs::Dev,
+    ) -> Result<()> {
         let (parent, name) = self.parent_of(&entry.path)?;
         match rustix::fs::mknodat(&parent, name, file_type, Mode::from_raw_mode(0o600), dev) {
             Ok(()) => self.set_metadata_at(&entry.path, &parent, name, &entry.metadata, false),
@@ -394,7 +423,8 @@ mod tests {
     fn writes_a_tree_and_applies_directory_modes_last() {
         let dest = tempfile::tempdir().unwrap();
         let mut w = DirWriter::new(dest.path(), options()).unwrap();
-        w.add_entry(&entry("ro", EntryKind::Directory, 0o555), None).unwrap();
+        w.add_entry(&entry("ro", EntryKind::Directory, 0o555), None)
+            .unwrap();
         let mut data: &[u8] = b"hello";
         let mut file = entry("ro/f", EntryKind::File { size: 5 }, 0o640);
         file.metadata.xattrs.push(Xattr {
@@ -403,16 +433,29 @@ mod tests {
         });
         w.add_entry(&file, Some(&mut data)).unwrap();
         w.add_entry(
-            &entry("ro/l", EntryKind::HardLink { target: b"ro/f".to_vec() }, 0o640),
+            &entry(
+                "ro/l",
+                EntryKind::HardLink {
+                    target: b"ro/f".to_vec(),
+                },
+                0o640,
+            ),
             None,
         )
         .unwrap();
         w.add_entry(
-            &entry("s", EntryKind::Symlink { target: b"/etc/passwd".to_vec() }, 0o777),
+            &entry(
+                "s",
+                EntryKind::Symlink {
+                    target: b"/etc/passwd".to_vec(),
+                },
+                0o777,
+            ),
             None,
         )
         .unwrap();
-        w.add_entry(&entry("p", EntryKind::Fifo, 0o644), None).unwrap();
+        w.add_entry(&entry("p", EntryKind::Fifo, 0o644), None)
+            .unwrap();
         let report = w.finish().unwrap();
         assert_eq!(report.entries, 5);
         assert_eq!(report.bytes, 5);
@@ -428,8 +471,11 @@ mod tests {
             Path::new("/etc/passwd")
         );
         // Make the tree removable again.
-        std::fs::set_permissions(dest.path().join("ro"), std::fs::Permissions::from_mode(0o755))
-            .unwrap();
+        std::fs::set_permissions(
+            dest.path().join("ro"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -449,16 +495,26 @@ mod tests {
         )
         .unwrap();
         let mut data: &[u8] = b"x";
-        let through = w.add_entry(&entry("escape/owned", EntryKind::File { size: 1 }, 0o644), Some(&mut data));
+        let through = w.add_entry(
+            &entry("escape/owned", EntryKind::File { size: 1 }, 0o644),
+            Some(&mut data),
+        );
         assert!(through.is_err());
         let mut data: &[u8] = b"x";
-        let dotdot = w.add_entry(&entry("../owned", EntryKind::File { size: 1 }, 0o644), Some(&mut data));
+        let dotdot = w.add_entry(
+            &entry("../owned", EntryKind::File { size: 1 }, 0o644),
+            Some(&mut data),
+        );
         assert!(dotdot.is_err());
         // A symlink cannot be replaced by a file either.
         let mut data: &[u8] = b"x";
-        assert!(w
-            .add_entry(&entry("escape", EntryKind::File { size: 1 }, 0o644), Some(&mut data))
-            .is_err());
+        assert!(
+            w.add_entry(
+                &entry("escape", EntryKind::File { size: 1 }, 0o644),
+                Some(&mut data)
+            )
+            .is_err()
+        );
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
         assert!(!dest.path().parent().unwrap().join("owned").exists());
     }
@@ -469,8 +525,11 @@ mod tests {
         let mut w = DirWriter::new(dest.path(), options()).unwrap();
         let size = 4u64 << 20;
         let mut content = std::io::repeat(0).take(size - 4).chain(&b"tail"[..]);
-        w.add_entry(&entry("sparse", EntryKind::File { size }, 0o644), Some(&mut content))
-            .unwrap();
+        w.add_entry(
+            &entry("sparse", EntryKind::File { size }, 0o644),
+            Some(&mut content),
+        )
+        .unwrap();
         w.finish().unwrap();
         use std::os::unix::fs::MetadataExt;
         let m = std::fs::metadata(dest.path().join("sparse")).unwrap();

@@ -280,6 +280,15 @@ impl Manifest {
             .ok_or_else(|| Error::malformed(format!("manifest has no layer {index}")))
     }
 
+    /// Remove the top layer's descriptor, keeping the others exactly as they are.
+    pub fn pop_layer(&mut self) -> Option<Descriptor> {
+        let removed = self.layers.pop()?;
+        if let Some(list) = self.value.get_mut("layers").and_then(Value::as_array_mut) {
+            list.pop();
+        }
+        Some(removed)
+    }
+
     /// Replace every layer descriptor by `layers` (of the reference's exact form).
     pub fn set_layers(&mut self, layers: &[Descriptor]) {
         self.value.insert(
@@ -462,6 +471,35 @@ impl Config {
         insert_in_ggcr_order(&mut self.value, "history", Value::Array(Vec::new()));
         if let Some(list) = self.value.get_mut("history").and_then(Value::as_array_mut) {
             list.push(json!({"created": ZERO_TIME}));
+        }
+    }
+
+    /// Forget the top layer: its diff_id and its `history` entry: the one `overlay create`
+    /// appends, or else the last that describes a layer when more do than layers remain
+    /// (entries with `empty_layer: true` describe none). A history left empty is removed, as
+    /// it was before `overlay create` added to it.
+    pub fn pop_layer(&mut self) {
+        if self.diff_ids.pop().is_some() {
+            self.diff_ids_json().pop();
+        }
+        let layers = self.diff_ids.len();
+        let Some(list) = self.value.get_mut("history").and_then(Value::as_array_mut) else {
+            return;
+        };
+        let describes_layer =
+            |h: &Value| h.get("empty_layer").and_then(Value::as_bool) != Some(true);
+        // What `overlay create` (and `add`) appended; else the entry of the top layer when
+        // the history describes every layer.
+        let appended = json!({"created": ZERO_TIME});
+        if list.last() == Some(&appended) {
+            list.pop();
+        } else if list.iter().filter(|h| describes_layer(h)).count() > layers
+            && let Some(last) = list.iter().rposition(describes_layer)
+        {
+            list.remove(last);
+        }
+        if list.is_empty() {
+            self.value.remove("history");
         }
     }
 

@@ -114,7 +114,7 @@ pub fn add_overlay(path: &Path, options: &AddOptions) -> Result<AddReport> {
         if let Some(existing) = image.writable_overlay() {
             let hint = match image.format() {
                 Format::OciSif => "",
-                Format::Native => "; delete it first",
+                Format::Native => "; remove it first with `sifovl remove-overlay`",
             };
             return Err(Error::refused(format!(
                 "{}: writable overlay already exists in image (object {}){hint}",

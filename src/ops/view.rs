@@ -195,10 +195,8 @@ fn tree_path(text: &str) -> Vec<u8> {
 /// the root, symlinks in directories are followed (and the last one too with
 /// `follow_last`), absolute targets start again at the root.
 fn resolve(names: &Names<'_>, path: &[u8], follow_last: bool) -> Result<Vec<u8>> {
-    let mut todo: std::collections::VecDeque<Vec<u8>> = path
-        .split(|&b| b == b'/')
-        .map(<[u8]>::to_vec)
-        .collect();
+    let mut todo: std::collections::VecDeque<Vec<u8>> =
+        path.split(|&b| b == b'/').map(<[u8]>::to_vec).collect();
     let mut done: Vec<Vec<u8>> = Vec::new();
     let mut hops = 0;
     while let Some(component) = todo.pop_front() {
@@ -294,7 +292,10 @@ pub fn cat(path: &Path, inside: &str, scope: Scope, out: &mut dyn Write) -> Resu
     let ctx = |e: Error| e.context(&image.name);
     let resolved = resolve(&names, &tree_path(inside), true).map_err(ctx)?;
     let (entry, origin) = file_behind(&names, &resolved).ok_or_else(|| {
-        ctx(Error::not_found(format!("{}: no such file", display_path(&resolved))))
+        ctx(Error::not_found(format!(
+            "{}: no such file",
+            display_path(&resolved)
+        )))
     })?;
     let (EntryKind::File { size }, Some((layer, position))) = (&entry.kind, origin) else {
         return Err(ctx(Error::refused(format!(
@@ -648,9 +649,8 @@ fn hash_contents(
         let mut seq = 0u64;
         while let Some(entry) = source.next_entry()? {
             if positions.contains(&seq) && matches!(entry.kind, EntryKind::File { .. }) {
-                let (digest, _) = Digest::of_reader(&mut source.read_content()?).map_err(|e| {
-                    Error::io(format!("reading {}", entry.display_path()), e)
-                })?;
+                let (digest, _) = Digest::of_reader(&mut source.read_content()?)
+                    .map_err(|e| Error::io(format!("reading {}", entry.display_path()), e))?;
                 out.insert(seq, digest);
             }
             seq += 1;
@@ -783,10 +783,10 @@ pub fn diff(path: &Path, layer: Option<usize>) -> Result<DiffReport> {
                                 compare_content = Some((at, origin));
                             }
                         }
-                        (EntryKind::Symlink { target: a }, EntryKind::Symlink { target: b }) => {
-                            if a != b {
-                                fields.push("target");
-                            }
+                        (EntryKind::Symlink { target: a }, EntryKind::Symlink { target: b })
+                            if a != b =>
+                        {
+                            fields.push("target");
                         }
                         (
                             EntryKind::CharDevice { major: a, minor: b },
@@ -795,10 +795,8 @@ pub fn diff(path: &Path, layer: Option<usize>) -> Result<DiffReport> {
                         | (
                             EntryKind::BlockDevice { major: a, minor: b },
                             EntryKind::BlockDevice { major: c, minor: d },
-                        ) => {
-                            if (a, b) != (c, d) {
-                                fields.push("device");
-                            }
+                        ) if (a, b) != (c, d) => {
+                            fields.push("device");
                         }
                         (a, b) if std::mem::discriminant(a) != std::mem::discriminant(b) => {
                             fields.push("type");

@@ -844,6 +844,43 @@ fn sealed_oci_sif_gives_the_jobs_view_under_kernel_overlayfs_and_fuse_overlayfs(
     assert_job_effects(&job);
     assert_no_wh_names("the job's view", &job);
 
+    // Without mounting, extract gives the job's view and diff says what the job did.
+    let extracted = scratch.join("extracted");
+    run_ok(sifovl().arg("extract").arg(&image).arg("/").arg(&extracted));
+    assert_same_view("extract", &job, &view(&extracted), true);
+    let diff = String::from_utf8(run_ok(sifovl().arg("diff").arg(&image))).unwrap();
+    for line in [
+        "D /hello.txt",
+        "D /bin",
+        "D /doomed",
+        "D /kept/delete-me.txt",
+        "O /replaced",
+        "A /replaced/fresh.txt",
+        "M /etc/os-release (content, mtime)",
+        "M /kept/modify.txt (content, xattrs, mtime)",
+        "M /kept/perm.txt (mode, owner)",
+        "M /kept/stays.txt (content, mtime)",
+        "A /kept/link-me-too.txt",
+        "A /new",
+        "A /new/file.txt",
+        "A /new/file-link.txt",
+        "A /new/link",
+        "A /new/sparse.bin",
+        "A /new/deeper/x.txt",
+    ] {
+        assert!(diff.lines().any(|l| l == line), "diff: no {line:?} in:\n{diff}");
+    }
+    for absent in ["/new/temporary", "/kept/link-me.txt", "/kept/same.txt", "/etc "] {
+        assert!(!diff.contains(absent), "diff: {absent} listed:\n{diff}");
+    }
+    assert_eq!(
+        String::from_utf8(run_ok(
+            sifovl().arg("cat").arg(&image).arg("/new/link")
+        ))
+        .unwrap(),
+        "version 1\nversion 2\n"
+    );
+
     // What fuse-overlayfs left in upper/: AUFS markers, which `ls` reads as deletions.
     let listing: serde_json::Value =
         serde_json::from_slice(&run_ok(sifovl().args(["ls", "--json"]).arg(&image))).unwrap();

@@ -38,7 +38,7 @@ fn inspect(image: &Path) -> serde_json::Value {
 }
 
 /// What `umoci raw unpack` makes of `image` (an OCI layout reference `DIR:TAG`).
-fn umoci_tree(image: &str, dest: &Path) -> BTreeMap<String, String> {
+pub(crate) fn umoci_tree(image: &str, dest: &Path) -> BTreeMap<String, String> {
     run_ok(
         Command::new("umoci")
             .args(["raw", "unpack", "--rootless", "--image", image])
@@ -50,7 +50,7 @@ fn umoci_tree(image: &str, dest: &Path) -> BTreeMap<String, String> {
 /// A copy of fixture layout `name` as `DIR:latest` (skopeo; umoci needs a tag), resolving a
 /// multi-platform index for linux/amd64 as sifovl does by default on this machine. Cosign
 /// entries are left out first (skopeo wants one image in the index).
-fn tagged_copy(fixtures: &Path, name: &str, work: &Path) -> String {
+pub(crate) fn tagged_copy(fixtures: &Path, name: &str, work: &Path) -> String {
     let source = layout_copy(fixtures, name, &work.join(format!("source-{name}")));
     let index_path = source.join("index.json");
     let mut index: serde_json::Value =

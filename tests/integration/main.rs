@@ -16,4 +16,5 @@ mod sifcheck;
 mod squashfs;
 mod tar;
 mod tree;
+mod view;
 mod whiteout;
