@@ -151,3 +151,13 @@ fn slow_seal_is_crash_safe() {
     let old = std::fs::read(&image).unwrap();
     assert_crash_safe(&old, &["seal"], 100);
 }
+
+#[test]
+fn slow_remove_overlay_is_crash_safe() {
+    for sample in ["sample.oci.sif", "sample.sif"] {
+        let (_dir, image) = scratch(sample);
+        run_ok(sifovl().args(["add", "--sparse"]).arg(&image));
+        let old = std::fs::read(&image).unwrap();
+        assert_crash_safe(&old, &["remove-overlay"], 30);
+    }
+}
