@@ -50,6 +50,8 @@ enum Command {
     Verify(overlay_cmds::VerifyArgs),
     /// Finish or roll back an interrupted sifovl edit.
     Recover(overlay_cmds::RecoverArgs),
+    /// Replay the overlay's ext3 journal in place (a job killed mid-write), as e2fsck does.
+    RecoverOverlay(overlay_cmds::RecoverOverlayArgs),
     /// Pack a directory into a squashfs image with sifovl's writer.
     Mksquashfs(overlay_cmds::MksquashfsArgs),
     /// Pack a directory into a tar layer (digest and diff_id printed).
@@ -122,6 +124,7 @@ pub fn run() -> ExitCode {
         Command::Inspect(args) => overlay_cmds::inspect(args),
         Command::Verify(args) => overlay_cmds::verify(args),
         Command::Recover(args) => overlay_cmds::recover(args),
+        Command::RecoverOverlay(args) => overlay_cmds::recover_overlay(args),
         Command::Mksquashfs(args) => overlay_cmds::mksquashfs(args),
         Command::Mktar(args) => overlay_cmds::mktar(args),
         Command::ExportLayer(args) => overlay_cmds::export_layer(args),

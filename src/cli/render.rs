@@ -93,6 +93,9 @@ pub fn verify(report: &VerifyReport) -> String {
             s.push_str(&format!("FAIL  {}: {}\n", c.name, c.detail));
         }
     }
+    for w in &report.warnings {
+        s.push_str(&format!("warn  {w}\n"));
+    }
     let failed = report.checks.iter().filter(|c| !c.ok).count();
     if failed == 0 {
         s.push_str(&format!(

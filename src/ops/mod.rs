@@ -12,6 +12,7 @@ pub mod objects;
 pub mod pack;
 pub mod reconcile;
 pub mod recover;
+pub mod recover_overlay;
 pub mod remove_overlay;
 pub mod seal;
 pub mod transfer;

@@ -41,6 +41,9 @@ pub struct VerifyReport {
     pub ok: bool,
     /// Every check, in order.
     pub checks: Vec<Check>,
+    /// Findings that fail no check but need attention (an overlay journal that needs
+    /// recovery).
+    pub warnings: Vec<String>,
 }
 
 struct Checks(Vec<Check>);
@@ -78,11 +81,24 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
         None => verify_native(&opened.file, &opened.container, &mut checks),
     }
     let ok = checks.0.iter().all(|c| c.ok);
+    let mut warnings = Vec::new();
+    if let Some(overlay) = opened.writable_overlay()
+        && read_ext3_header(&opened.file, overlay.offset, overlay.size)
+            .is_ok_and(|h| h.needs_recovery)
+    {
+        let warning = format!(
+            "the overlay's ext3 journal needs recovery (a job writing it was killed): readers see \
+             it replayed, its bytes are not; run `sifovl recover-overlay {}`",
+            opened.name
+        );
+        warnings.push(warning);
+    }
     Ok(VerifyReport {
         image: opened.name.clone(),
         format: opened.format(),
         ok,
         checks: checks.0,
+        warnings,
     })
 }
 

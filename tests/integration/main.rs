@@ -5,6 +5,7 @@ mod util;
 mod cli;
 mod crash;
 mod ext;
+mod ext_journal;
 mod fuse_stack;
 mod import;
 mod layering;

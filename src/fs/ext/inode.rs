@@ -131,7 +131,7 @@ impl ExtFs<'_> {
     }
 
     /// Physical block of logical block `n` of `inode`; `None` for a hole.
-    fn map_block(&self, inode: &Inode, n: u64) -> Result<Option<u64>> {
+    pub(super) fn map_block(&self, inode: &Inode, n: u64) -> Result<Option<u64>> {
         if inode.uses_extents() {
             return self.map_extent(inode, n);
         }

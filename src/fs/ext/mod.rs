@@ -1,20 +1,28 @@
 //! A read-only ext2/3/4 reader for overlay images inside other files.
 //!
 //! Reads with positioned reads at a byte offset (the overlay sits anywhere inside a SIF), never
-//! loads the image, never replays the journal (it reports a pending recovery instead) and treats
-//! every field as hostile: offsets, counts and lengths are bounds-checked, directory and block
+//! loads the image and treats every field as hostile: offsets, counts and lengths are bounds-checked, directory and block
 //! map walks are bounded, allocations are capped.
 //!
 //! It exposes what overlay semantics need and ext4-view does not: xattrs in every namespace
 //! (in-inode and external block), device numbers, inode numbers and link counts (hard links),
 //! holes in block-mapped files, and timestamps outside 1970..2038.
 //!
+//! A filesystem whose journal needs recovery (a job killed while the kernel wrote it) is read
+//! *through* the journal: [`ExtFs::open`] computes the replay (`journal`) and every read of
+//! metadata or data goes through one function ([`ExtFs::read_exact`]) that takes a block's
+//! newest committed copy from the journal when there is one, so callers see the recovered
+//! filesystem without anything being written. [`ExtFs::recovery_blocks`] and
+//! [`ExtFs::recovered_block`] give what a recovery in place writes.
+//!
 //! Modules: `superblock` decodes the superblock (shared with [`crate::fs::overlay`]'s header
 //! rule), `inode` decodes inodes and maps their blocks (block maps and extent trees),
-//! `xattr` decodes xattr entries, `walk` streams a tree as entries. This file opens a
-//! filesystem (superblock, geometry, group descriptors) and reads directories.
+//! `xattr` decodes xattr entries, `journal` computes a JBD2 replay, `walk` streams a tree as
+//! entries. This file opens a filesystem (superblock, geometry, group descriptors) and reads
+//! directories.
 
 mod inode;
+mod journal;
 pub(crate) mod superblock;
 mod walk;
 mod xattr;
@@ -23,6 +31,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 pub use inode::Inode;
+pub use journal::{JournalCopy, Replay};
 use superblock::Superblock;
 pub use walk::ExtWalk;
 
@@ -84,7 +93,11 @@ fn read_superblock(file: &File, offset: u64, len: u64) -> Result<Superblock> {
     let mut raw = [0u8; superblock::LEN];
     file.read_exact_at(&mut raw, offset + superblock::OFFSET as u64)
         .map_err(|e| Error::io("ext filesystem: reading the superblock", e))?;
-    let sb = Superblock::decode(&raw).ok_or_else(too_short)?;
+    decode_superblock(&raw)
+}
+
+fn decode_superblock(raw: &[u8]) -> Result<Superblock> {
+    let sb = Superblock::decode(raw).ok_or_else(too_short)?;
     if !sb.has_magic() {
         return Err(Error::malformed("ext filesystem: no superblock magic"));
     }
@@ -214,18 +227,58 @@ pub struct ExtFs<'f> {
     geo: Geometry,
     /// Inode table block of each group.
     inode_tables: Vec<u64>,
+    /// The journal replay every read goes through (`None`: the journal needs no recovery,
+    /// or the filesystem was opened with [`ExtFs::open_unreplayed`]).
+    replay: Option<Replay>,
+}
+
+fn block_size_of(sb: &Superblock) -> Result<u32> {
+    sb.block_size().ok_or_else(|| {
+        Error::malformed(format!(
+            "ext filesystem: block size 2^(10+{}) is invalid",
+            sb.log_block_size
+        ))
+    })
 }
 
 impl<'f> ExtFs<'f> {
-    /// Open the filesystem stored at `offset` in `file`, `len` bytes long.
+    /// Open the filesystem stored at `offset` in `file`, `len` bytes long, as recovered: when
+    /// its journal needs recovery, every read sees the committed transactions replayed
+    /// (nothing is written). A journal that cannot be replayed is an error.
     pub fn open(file: &'f File, offset: u64, len: u64) -> Result<ExtFs<'f>> {
+        let mut fs = ExtFs::open_unreplayed(file, offset, len)?;
+        if !fs.geo.needs_recovery {
+            return Ok(fs);
+        }
         let sb = read_superblock(file, offset, len)?;
-        let block_size = sb.block_size().ok_or_else(|| {
-            Error::malformed(format!(
-                "ext filesystem: block size 2^(10+{}) is invalid",
-                sb.log_block_size
-            ))
-        })?;
+        let replay = journal::compute(&fs, &sb)?;
+        let replays_something = !replay.blocks.is_empty();
+        fs.replay = Some(replay);
+        if replays_something {
+            // The superblock and the group descriptors may be in the journal too.
+            let mut raw = [0u8; superblock::LEN];
+            fs.read_exact(&mut raw, superblock::OFFSET as u64, "replayed superblock")?;
+            let sb = decode_superblock(&raw)
+                .map_err(|e| e.context("the superblock as the journal leaves it"))?;
+            let block_size = block_size_of(&sb)?;
+            if block_size != fs.geo.block_size {
+                return Err(Error::malformed(format!(
+                    "ext journal: the replayed superblock changes the block size to {block_size}"
+                )));
+            }
+            check_features(&sb)?;
+            let mut geo = Geometry::check(&sb, block_size, len)?;
+            geo.needs_recovery = true;
+            fs.geo = geo;
+            fs.inode_tables = fs.read_inode_table_locations()?;
+        }
+        Ok(fs)
+    }
+
+    /// Open the filesystem as its bytes are, without replaying its journal.
+    pub fn open_unreplayed(file: &'f File, offset: u64, len: u64) -> Result<ExtFs<'f>> {
+        let sb = read_superblock(file, offset, len)?;
+        let block_size = block_size_of(&sb)?;
         check_features(&sb)?;
         let geo = Geometry::check(&sb, block_size, len)?;
         let mut fs = ExtFs {
@@ -234,9 +287,70 @@ impl<'f> ExtFs<'f> {
             len,
             geo,
             inode_tables: Vec::new(),
+            replay: None,
         };
         fs.inode_tables = fs.read_inode_table_locations()?;
         Ok(fs)
+    }
+
+    /// The journal replay reads go through (`None` when the journal needs no recovery).
+    pub fn replay(&self) -> Option<&Replay> {
+        self.replay.as_ref()
+    }
+
+    /// Number of filesystem blocks whose newest copy is read from the journal.
+    pub fn replayed_blocks(&self) -> u64 {
+        self.replay.as_ref().map_or(0, Replay::block_count)
+    }
+
+    /// Block size in bytes.
+    pub fn block_size(&self) -> u32 {
+        self.geo.block_size
+    }
+
+    /// The blocks a recovery in place writes, ascending: every replayed block, the block
+    /// holding the superblock (needs_recovery cleared) and the journal superblock's block
+    /// (log emptied). Empty when the journal needs no recovery.
+    pub fn recovery_blocks(&self) -> Vec<u64> {
+        let Some(replay) = &self.replay else {
+            return Vec::new();
+        };
+        let bs = self.geo.block_size as u64;
+        let mut blocks: Vec<u64> = replay.blocks.keys().copied().collect();
+        blocks.push(superblock::OFFSET as u64 / bs);
+        blocks.push(replay.journal_superblock_at / bs);
+        blocks.sort_unstable();
+        blocks.dedup();
+        blocks
+    }
+
+    /// What a recovery in place writes to `block` (one of [`ExtFs::recovery_blocks`]):
+    /// the block as recovered, with the superblock's needs_recovery flag cleared and the
+    /// journal superblock emptied, as e2fsck leaves them. `buf` is one block.
+    pub fn recovered_block(&self, block: u64, buf: &mut [u8]) -> Result<()> {
+        let bs = self.geo.block_size as u64;
+        if buf.len() as u64 != bs {
+            return Err(Error::malformed("recovered_block: buffer is not one block"));
+        }
+        let at = block.saturating_mul(bs);
+        self.read_exact(buf, at, "recovered block")?;
+        let sb_at = superblock::OFFSET as u64;
+        if (at..at + bs).contains(&sb_at) {
+            let from = (sb_at - at) as usize;
+            let sb = buf
+                .get_mut(from..from + superblock::LEN)
+                .ok_or_else(too_short)?;
+            superblock::clear_needs_recovery(sb);
+        }
+        if let Some(replay) = &self.replay
+            && replay.journal_superblock_at == at
+        {
+            let jsb = &replay.recovered_journal_superblock;
+            buf.get_mut(..jsb.len())
+                .ok_or_else(too_short)?
+                .copy_from_slice(jsb);
+        }
+        Ok(())
     }
 
     /// The first block of every group's inode table, from the group descriptors.
@@ -282,7 +396,56 @@ impl<'f> ExtFs<'f> {
         self.geo.needs_recovery
     }
 
+    /// Read `buf` from byte `at` of the filesystem as recovered: blocks the journal replay
+    /// holds come from their newest copy in the journal (escaped copies get their magic
+    /// back), the rest from where they are. Every read of the filesystem goes through here.
     fn read_exact(&self, buf: &mut [u8], at: u64, what: &str) -> Result<()> {
+        let Some(replay) = self.replay.as_ref().filter(|r| !r.blocks.is_empty()) else {
+            return self.read_raw(buf, at, what);
+        };
+        if at
+            .checked_add(buf.len() as u64)
+            .is_none_or(|end| end > self.len)
+        {
+            return self.read_raw(buf, at, what);
+        }
+        let bs = self.geo.block_size as u64;
+        let end = at + buf.len() as u64;
+        let mut pos = at;
+        while pos < end {
+            let block = pos / bs;
+            let within = pos % bs;
+            let from = (pos - at) as usize;
+            match replay.blocks.get(&block) {
+                Some(copy) => {
+                    let n = (bs - within).min(end - pos);
+                    let out = &mut buf[from..from + n as usize];
+                    self.read_raw(out, copy.at + within, what)?;
+                    if copy.escaped && within < 4 {
+                        let magic = journal::MAGIC.to_be_bytes();
+                        for (i, b) in out.iter_mut().take(4 - within as usize).enumerate() {
+                            *b = magic[within as usize + i];
+                        }
+                    }
+                    pos += n;
+                }
+                None => {
+                    let next = replay
+                        .blocks
+                        .range(block + 1..)
+                        .next()
+                        .map_or(u64::MAX, |(b, _)| b.saturating_mul(bs));
+                    let n = end.min(next) - pos;
+                    self.read_raw(&mut buf[from..from + n as usize], pos, what)?;
+                    pos += n;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Read `buf` from byte `at` of the filesystem as its bytes are (no journal replay).
+    fn read_raw(&self, buf: &mut [u8], at: u64, what: &str) -> Result<()> {
         if at
             .checked_add(buf.len() as u64)
             .is_none_or(|end| end > self.len)

@@ -27,6 +27,12 @@ pub(crate) const INCOMPAT_ENCRYPT: u32 = 0x10000;
 pub(crate) const RO_COMPAT_SPARSE_SUPER: u32 = 0x1;
 pub(crate) const RO_COMPAT_LARGE_FILE: u32 = 0x2;
 pub(crate) const RO_COMPAT_BTREE_DIR: u32 = 0x4;
+/// Metadata checksums: the superblock carries a crc32c of itself at [`CHECKSUM_OFFSET`].
+pub(crate) const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
+/// Offset of `s_checksum`.
+pub(crate) const CHECKSUM_OFFSET: usize = 0x3FC;
+/// Offset of `s_feature_incompat`.
+pub(crate) const FEATURE_INCOMPAT_OFFSET: usize = 0x60;
 
 /// The superblock fields sifovl uses, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +57,12 @@ pub(crate) struct Superblock {
     pub(crate) first_meta_bg: u32,
     /// High 32 bits of the block count with the 64bit feature.
     pub(crate) blocks_count_hi: u32,
+    /// UUID of an external journal (all zeros for an internal one).
+    pub(crate) journal_uuid: [u8; 16],
+    /// Inode of an internal journal (0 without one).
+    pub(crate) journal_inum: u32,
+    /// Device number of an external journal.
+    pub(crate) journal_dev: u32,
 }
 
 impl Superblock {
@@ -77,6 +89,9 @@ impl Superblock {
             desc_size: u16_at(0xFE)?,
             first_meta_bg: u32_at(0x104)?,
             blocks_count_hi: u32_at(0x150)?,
+            journal_uuid: raw.get(0xD0..0xE0)?.try_into().ok()?,
+            journal_inum: u32_at(0xE0)?,
+            journal_dev: u32_at(0xE4)?,
         })
     }
 
@@ -115,6 +130,22 @@ impl Superblock {
     /// The journal needs recovery: the job that wrote the filesystem was killed.
     pub(crate) fn needs_recovery(&self) -> bool {
         self.has_incompat(INCOMPAT_RECOVER)
+    }
+}
+
+/// `raw` (a superblock's [`LEN`] bytes) with the needs_recovery flag cleared and, with
+/// metadata_csum, its checksum updated: what e2fsck writes after replaying the journal.
+pub(crate) fn clear_needs_recovery(raw: &mut [u8]) {
+    if raw.len() < LEN {
+        return;
+    }
+    let at = FEATURE_INCOMPAT_OFFSET;
+    let incompat = u32::from_le_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]]);
+    raw[at..at + 4].copy_from_slice(&(incompat & !INCOMPAT_RECOVER).to_le_bytes());
+    let ro_compat = u32::from_le_bytes([raw[0x64], raw[0x65], raw[0x66], raw[0x67]]);
+    if ro_compat & RO_COMPAT_METADATA_CSUM != 0 {
+        let sum = super::journal::crc32c(!0, &raw[..CHECKSUM_OFFSET]);
+        raw[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 4].copy_from_slice(&sum.to_le_bytes());
     }
 }
 
