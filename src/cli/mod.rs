@@ -50,7 +50,7 @@ enum Command {
     Verify(overlay_cmds::VerifyArgs),
     /// Finish or roll back an interrupted sifovl edit.
     Recover(overlay_cmds::RecoverArgs),
-    /// Replay the overlay's ext3 journal in place (a job killed mid-write), as e2fsck does.
+    /// Replay the overlay's ext3 journal in place after a killed job.
     RecoverOverlay(overlay_cmds::RecoverOverlayArgs),
     /// Pack a directory into a squashfs image with sifovl's writer.
     Mksquashfs(overlay_cmds::MksquashfsArgs),

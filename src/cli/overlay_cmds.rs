@@ -247,7 +247,6 @@ pub fn recover_overlay(args: RecoverOverlayArgs) -> Result<Outcome> {
     let options = ops::recover_overlay::RecoverOverlayOptions {
         check_only: args.check,
         force: args.force,
-        ..Default::default()
     };
     let report = ops::recover_overlay::recover_overlay(&args.image, &options)?;
     warn_invalidated(

@@ -868,16 +868,21 @@ fn sealed_oci_sif_gives_the_jobs_view_under_kernel_overlayfs_and_fuse_overlayfs(
         "A /new/sparse.bin",
         "A /new/deeper/x.txt",
     ] {
-        assert!(diff.lines().any(|l| l == line), "diff: no {line:?} in:\n{diff}");
+        assert!(
+            diff.lines().any(|l| l == line),
+            "diff: no {line:?} in:\n{diff}"
+        );
     }
-    for absent in ["/new/temporary", "/kept/link-me.txt", "/kept/same.txt", "/etc "] {
+    for absent in [
+        "/new/temporary",
+        "/kept/link-me.txt",
+        "/kept/same.txt",
+        "/etc ",
+    ] {
         assert!(!diff.contains(absent), "diff: {absent} listed:\n{diff}");
     }
     assert_eq!(
-        String::from_utf8(run_ok(
-            sifovl().arg("cat").arg(&image).arg("/new/link")
-        ))
-        .unwrap(),
+        String::from_utf8(run_ok(sifovl().arg("cat").arg(&image).arg("/new/link"))).unwrap(),
         "version 1\nversion 2\n"
     );
 
