@@ -161,3 +161,12 @@ fn slow_remove_overlay_is_crash_safe() {
         assert_crash_safe(&old, &["remove-overlay"], 30);
     }
 }
+
+#[test]
+fn slow_recover_overlay_is_crash_safe() {
+    require_tool!("mke2fs");
+    require_tool!("debugfs");
+    let (_dir, image, _) = crate::recover_overlay::dirty_overlay_image();
+    let old = std::fs::read(&image).unwrap();
+    assert_crash_safe(&old, &["recover-overlay"], 100);
+}

@@ -10,6 +10,7 @@ mod fuse_stack;
 mod import;
 mod layering;
 mod ocisif;
+mod recover_overlay;
 mod registry;
 mod seal;
 mod sif;
