@@ -781,6 +781,89 @@ mod tests {
         assert_eq!(!crc32_be(!0, b"123456789"), 0xFC89_1918);
     }
 
+    /// A v2 journal superblock: 1 KiB blocks, `maxlen` blocks, log from block 1.
+    fn jsb(incompat: u32, maxlen: u32, start: u32) -> Vec<u8> {
+        let mut raw = vec![0u8; 1024];
+        let mut put = |at: usize, v: u32| raw[at..at + 4].copy_from_slice(&v.to_be_bytes());
+        put(0, MAGIC);
+        put(4, SUPERBLOCK_V2);
+        put(SB_BLOCKSIZE, 1024);
+        put(SB_MAXLEN, maxlen);
+        put(SB_FIRST, 1);
+        put(SB_SEQUENCE, 7);
+        put(SB_START, start);
+        put(SB_FEATURE_INCOMPAT, incompat);
+        raw[SB_UUID..SB_UUID + 16].copy_from_slice(&[0xAB; 16]);
+        if incompat & (INCOMPAT_CSUM_V2 | INCOMPAT_CSUM_V3) != 0 {
+            raw[SB_CHECKSUM_TYPE] = CHECKSUM_CRC32C;
+            let sum = sb_checksum(&raw).unwrap();
+            raw[SB_CHECKSUM..SB_CHECKSUM + 4].copy_from_slice(&sum.to_be_bytes());
+        }
+        raw
+    }
+
+    fn decode_err(raw: Vec<u8>, inode_blocks: u64) -> String {
+        JournalSb::decode(raw, 1024, inode_blocks)
+            .err()
+            .expect("accepted")
+            .to_string()
+    }
+
+    #[test]
+    fn tag_sizes_follow_journal_tag_bytes() {
+        let size = |incompat| {
+            JournalSb::decode(jsb(incompat, 64, 0), 1024, 64)
+                .unwrap()
+                .tag_bytes()
+        };
+        assert_eq!(size(0), 8);
+        assert_eq!(size(INCOMPAT_64BIT), 12);
+        assert_eq!(size(INCOMPAT_CSUM_V2), 10);
+        assert_eq!(size(INCOMPAT_CSUM_V2 | INCOMPAT_64BIT), 14);
+        assert_eq!(size(INCOMPAT_CSUM_V3), 16);
+        assert_eq!(size(INCOMPAT_CSUM_V3 | INCOMPAT_64BIT), 16);
+    }
+
+    #[test]
+    fn hostile_journal_superblocks_are_refused_with_the_reason() {
+        let mut raw = jsb(0, 64, 1);
+        raw[0] = 0;
+        assert!(decode_err(raw, 64).contains("no journal superblock"));
+        assert!(
+            JournalSb::decode(jsb(0, 64, 1), 4096, 64)
+                .unwrap_err()
+                .to_string()
+                .contains("block size")
+        );
+        assert!(decode_err(jsb(0, 65, 1), 64).contains("journal inode holds 64"));
+        let mut raw = jsb(0, 64, 1);
+        raw[SB_FIRST..SB_FIRST + 4].copy_from_slice(&0u32.to_be_bytes());
+        assert!(decode_err(raw, 64).contains("first log block 0"));
+        assert!(decode_err(jsb(0, 64, 64), 64).contains("log start 64"));
+        assert!(decode_err(jsb(INCOMPAT_CSUM_V2 | INCOMPAT_CSUM_V3, 64, 1), 64).contains("both"));
+        assert!(decode_err(jsb(0x100, 64, 1), 64).contains("unknown incompatible"));
+        assert!(decode_err(jsb(INCOMPAT_FAST_COMMIT, 64, 1), 64).contains("fast-commit"));
+        let mut raw = jsb(INCOMPAT_CSUM_V3, 64, 1);
+        raw[SB_SEQUENCE] ^= 1;
+        assert!(decode_err(raw, 64).contains("checksum mismatch"));
+        let mut raw = jsb(INCOMPAT_CSUM_V3, 64, 1);
+        raw[SB_CHECKSUM_TYPE] = 1;
+        assert!(decode_err(raw, 64).contains("checksum type"));
+        // Short buffers are errors, not panics.
+        assert!(JournalSb::decode(vec![0; 10], 1024, 64).is_err());
+    }
+
+    #[test]
+    fn the_recovered_superblock_empties_the_log_and_skips_one_id() {
+        let sb = JournalSb::decode(jsb(INCOMPAT_CSUM_V3, 64, 5), 1024, 64).unwrap();
+        let raw = sb.recovered(9).unwrap();
+        assert_eq!(be32(&raw, SB_START).unwrap(), 0);
+        assert_eq!(be32(&raw, SB_SEQUENCE).unwrap(), 10);
+        assert_eq!(sb_checksum(&raw).unwrap(), be32(&raw, SB_CHECKSUM).unwrap());
+        let again = JournalSb::decode(raw, 1024, 64).unwrap();
+        assert_eq!((again.start, again.sequence), (0, 10));
+    }
+
     #[test]
     fn transaction_ids_compare_across_the_wrap() {
         assert!(tid_gt(1, 0));
