@@ -622,3 +622,21 @@ fn corrupt_journals_are_refused_with_a_reason() {
     let err = open_err(&c);
     assert!(err.contains("checksum"), "{err}");
 }
+
+/// `needs_recovery` set over an empty log (`s_start` 0): nothing to replay; e2fsck clears the
+/// flag and advances the journal's sequence by one, and so do we.
+#[test]
+fn needs_recovery_with_an_empty_log_recovers_like_e2fsck() {
+    require_tool!("debugfs");
+    require_tool!("e2fsck");
+    let dir = tempfile::tempdir().unwrap();
+    let dirty = dir.path().join("flagged.img");
+    mkfs(&dirty, &["-t", "ext3", "-b", "4096"], 16);
+    debugfs(&dirty, &["feature needs_recovery"]);
+    let file = File::open(&dirty).unwrap();
+    let fs = ExtFs::open(&file, 0, file.metadata().unwrap().len()).unwrap();
+    assert!(fs.needs_recovery());
+    assert_eq!(fs.replayed_blocks(), 0);
+    assert_eq!(fs.replay().unwrap().transactions, 0);
+    check_against_e2fsck(&dirty, "empty log");
+}
