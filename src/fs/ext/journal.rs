@@ -804,8 +804,7 @@ mod tests {
 
     fn decode_err(raw: Vec<u8>, inode_blocks: u64) -> String {
         JournalSb::decode(raw, 1024, inode_blocks)
-            .err()
-            .expect("accepted")
+            .expect_err("accepted")
             .to_string()
     }
 
