@@ -37,6 +37,24 @@ pub fn inspect(report: &InspectReport) -> String {
                 .map_or("", MediaType::as_str)
         );
     }
+    if !report.partitions.is_empty() {
+        let _ = writeln!(s, "Arch:       {}", report.arch);
+        let _ = writeln!(s, "Partitions:");
+        for p in &report.partitions {
+            let group = p.group.map_or("none".to_string(), |g| g.to_string());
+            let _ = writeln!(
+                s,
+                "  object {:<3} {:<9} {:<8} {:<6} group {group:<4} offset {:<10} {} bytes",
+                p.object, p.filesystem, p.partition_type, p.arch, p.offset, p.size
+            );
+        }
+    }
+    if !report.labels.is_empty() {
+        let _ = writeln!(s, "Labels:");
+        for (k, v) in &report.labels {
+            let _ = writeln!(s, "  {k}: {v}");
+        }
+    }
     if !report.layers.is_empty() {
         let _ = writeln!(s, "Layers:");
         for l in &report.layers {
@@ -66,6 +84,18 @@ pub fn inspect(report: &InspectReport) -> String {
                 o.filesystem, o.object, o.offset, o.size
             );
         }
+        None if !report.sealed_overlays.is_empty() => {
+            let _ = writeln!(
+                s,
+                "Overlay:    sealed (read-only squashfs overlay partition, object {})",
+                report
+                    .sealed_overlays
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         None => {
             let _ = writeln!(s, "Overlay:    none");
         }
@@ -73,11 +103,21 @@ pub fn inspect(report: &InspectReport) -> String {
     for c in &report.cosign {
         let _ = writeln!(s, "Cosign:     {} {}", c.ref_name, c.digest);
     }
-    if !report.signatures.is_empty() {
+    for sig in &report.signatures {
+        let key = sig
+            .fingerprint
+            .as_ref()
+            .map_or(String::new(), |f| format!(", key {f}"));
+        let state = match (sig.matches, &sig.detail) {
+            (Some(true), _) => "still matches the data it signs".to_string(),
+            (Some(false), Some(why)) => format!("NO LONGER MATCHES the data it signs: {why}"),
+            (Some(false), None) => "NO LONGER MATCHES the data it signs".to_string(),
+            (None, _) => "not checked (--hash or `sifovl verify` check it)".to_string(),
+        };
         let _ = writeln!(
             s,
-            "Signatures: SIF signature objects {:?}",
-            report.signatures
+            "Signature:  object {} signs {}{key}; {state}",
+            sig.object, sig.signs
         );
     }
     s

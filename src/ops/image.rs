@@ -144,7 +144,8 @@ impl Image {
         })
     }
 
-    /// SIF signature objects. An edit that would invalidate them is refused unless `force`;
+    /// SIF signature objects that still match. An edit that would invalidate them is
+    /// refused unless `force`;
     /// `consequence` says what the edit would do ("sealing would invalidate them") and
     /// `action` names it for the hint ("seal").
     pub(crate) fn refuse_if_signed(
@@ -153,7 +154,9 @@ impl Image {
         consequence: &str,
         action: &str,
     ) -> Result<Vec<u32>> {
-        let signatures = self.container.signatures();
+        // Signatures an earlier edit already broke cannot be broken again: only intact
+        // ones need --force.
+        let signatures = crate::sif::signature::intact_signatures(&self.file, &self.container);
         if !signatures.is_empty() && !force {
             return Err(Error::refused(format!(
                 "{}: signed with SIF signatures (objects {signatures:?}); {consequence}. Use --force to {action} anyway",

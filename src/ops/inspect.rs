@@ -9,6 +9,8 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::fs::overlay::read_ext3_header;
 use crate::oci::MediaType;
+use crate::sif::signature::check_signatures;
+use crate::sif::{DataType, Link, PartType};
 
 /// One OCI layer.
 #[derive(Debug, Clone, Serialize)]
@@ -55,6 +57,41 @@ pub struct CosignInfo {
     pub digest: String,
 }
 
+/// One partition of a native SIF.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionInfo {
+    /// The SIF object.
+    pub object: u32,
+    /// Its object group (`None`: no group).
+    pub group: Option<u32>,
+    /// Filesystem (`Squashfs`, `Ext3`, ...).
+    pub filesystem: String,
+    /// Partition type (`*System` for the primary, `Overlay`, ...).
+    pub partition_type: String,
+    /// Architecture.
+    pub arch: String,
+    /// Byte offset in the file.
+    pub offset: u64,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A SIF signature object.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignatureInfo {
+    /// The signature's object.
+    pub object: u32,
+    /// What it signs ("group 1", "object 2").
+    pub signs: String,
+    /// The signing key's fingerprint, when recorded.
+    pub fingerprint: Option<String>,
+    /// Whether its digests still match the image (only with `--hash`; `verify` checks it
+    /// too).
+    pub matches: Option<bool>,
+    /// Why it does not match.
+    pub detail: Option<String>,
+}
+
 /// What `inspect` shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct InspectReport {
@@ -82,8 +119,16 @@ pub struct InspectReport {
     pub overlay: Option<OverlayInfo>,
     /// Cosign entries of the RootIndex.
     pub cosign: Vec<CosignInfo>,
+    /// Native SIF: its filesystem partitions, in descriptor order.
+    pub partitions: Vec<PartitionInfo>,
+    /// Native SIF: a read-only (sealed) overlay partition on top of the root filesystem.
+    pub sealed_overlays: Vec<u32>,
+    /// Native SIF: the image's labels (from SingularityCE's metadata object).
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The header's architecture.
+    pub arch: String,
     /// SIF signature objects (PGP / DSSE / legacy).
-    pub signatures: Vec<u32>,
+    pub signatures: Vec<SignatureInfo>,
 }
 
 /// Describe the image at `path`; with `hash`, also hash the overlay to tell whether its
@@ -105,8 +150,48 @@ pub fn inspect(path: &Path, hash: bool) -> Result<InspectReport> {
         layers: Vec::new(),
         overlay: None,
         cosign: Vec::new(),
-        signatures: opened.container.signatures(),
+        partitions: Vec::new(),
+        sealed_overlays: Vec::new(),
+        labels: Default::default(),
+        arch: opened.container.header().arch.to_string(),
+        signatures: Vec::new(),
     };
+    report.signatures = if hash {
+        check_signatures(&opened.file, &opened.container)
+            .into_iter()
+            .map(|s| SignatureInfo {
+                object: s.object,
+                signs: s.signs,
+                fingerprint: s.fingerprint,
+                matches: Some(s.matches),
+                detail: (!s.matches).then_some(s.detail),
+            })
+            .collect()
+    } else {
+        opened
+            .container
+            .objects()
+            .filter(|d| d.data_type == DataType::Signature)
+            .map(|d| SignatureInfo {
+                object: d.id,
+                signs: match d.link() {
+                    Link::Group(g) => format!("group {g}"),
+                    Link::Object(id) => format!("object {id}"),
+                    Link::None => "nothing".into(),
+                },
+                fingerprint: d
+                    .extra
+                    .get(4..24)
+                    .filter(|f| f.iter().any(|&b| b != 0))
+                    .map(hex::encode_upper),
+                matches: None,
+                detail: None,
+            })
+            .collect()
+    };
+    if opened.oci.is_none() {
+        describe_native(&opened, &mut report);
+    }
     if let Some(image) = &opened.oci {
         report.index_digest = Some(Digest::of(&image.index_bytes).to_string());
         report.manifest_media_type = Some(image.image.descriptor.media_type.clone());
@@ -160,4 +245,47 @@ pub fn inspect(path: &Path, hash: bool) -> Result<InspectReport> {
         });
     }
     Ok(report)
+}
+
+/// Partitions, sealed overlays and labels of a native SIF.
+fn describe_native(opened: &Image, report: &mut InspectReport) {
+    let primary_group = opened.container.primary_partition().and_then(|d| d.group());
+    for d in opened.container.partitions(|_| true) {
+        let Ok(p) = d.partition() else { continue };
+        report.partitions.push(PartitionInfo {
+            object: d.id,
+            group: d.group(),
+            filesystem: p.fs_type.display_name().unwrap_or("Unknown").to_string(),
+            partition_type: p.part_type.display_name().unwrap_or("Unknown").to_string(),
+            arch: p.arch.to_string(),
+            offset: d.offset,
+            size: d.size,
+        });
+        if p.part_type == PartType::Overlay
+            && p.fs_type == crate::sif::FsType::Squashfs
+            && d.group() == primary_group
+        {
+            report.sealed_overlays.push(d.id);
+        }
+    }
+    // SingularityCE's metadata: a JSON.Generic object with data.attributes.labels.
+    for d in opened
+        .container
+        .objects()
+        .filter(|d| d.data_type == DataType::GenericJson && d.size <= 1 << 20)
+    {
+        let mut buf = vec![0u8; d.size as usize];
+        if std::os::unix::fs::FileExt::read_exact_at(&opened.file, &mut buf, d.offset).is_err() {
+            continue;
+        }
+        let Ok(json) = serde_json::from_slice::<serde_json::Value>(&buf) else {
+            continue;
+        };
+        if let Some(labels) = json["data"]["attributes"]["labels"].as_object() {
+            for (k, v) in labels {
+                let value = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                report.labels.insert(k.clone(), value);
+            }
+        }
+    }
 }

@@ -45,12 +45,12 @@ pub struct RemoveReport {
 /// Remove the writable overlay of the image at `path`.
 pub fn remove_overlay(path: &Path, options: &RemoveOptions) -> Result<RemoveReport> {
     let image = Image::open_edit(path)?;
+    let overlay = image.require_overlay()?;
     let signatures = image.refuse_if_signed(
         options.force,
         "removing the overlay would invalidate them",
         "remove it",
     )?;
-    let overlay = image.require_overlay()?;
     let format = image.format();
     let Image {
         name,

@@ -200,9 +200,10 @@ fn write_squashfs(
 /// Seal the overlay of the image at `path`.
 pub fn seal(path: &Path, options: &SealOptions) -> Result<SealReport> {
     let image = Image::open_edit(path)?;
+    // Nothing to seal is the first thing to say, before any --force question.
+    let overlay = image.require_overlay()?;
     let signatures =
         image.refuse_if_signed(options.force, "sealing would invalidate them", "seal")?;
-    let overlay = image.require_overlay()?;
     let Image {
         name,
         file,

@@ -17,6 +17,7 @@ use crate::fs::squashfs;
 use crate::fs::tar::decompressor;
 use crate::oci::{Descriptor, Manifest, MediaType};
 use crate::ocisif::{self, OciImage};
+use crate::sif::signature::{SignatureFormat, check_signatures};
 use crate::sif::{Container, DataType, FsType, PartType};
 
 /// One named check and its outcome.
@@ -35,8 +36,8 @@ pub struct Check {
 pub struct VerifyReport {
     /// The image path.
     pub image: String,
-    /// OCI-SIF or native SIF.
-    pub format: Format,
+    /// OCI-SIF or native SIF (`None` when not even the SIF structure could be read).
+    pub format: Option<Format>,
     /// Whether every check passed.
     pub ok: bool,
     /// Every check, in order.
@@ -58,11 +59,54 @@ impl Checks {
     }
 }
 
-/// Verify the image at `path`.
+/// Verify the image at `path`. A file that cannot be opened is an error; one whose SIF
+/// structure or OCI image cannot be read is a report whose last check failed.
 pub fn verify(path: &Path) -> Result<VerifyReport> {
-    // An image that cannot even be resolved is bad input, not a failed check.
-    let opened = Image::open_read(path)?;
+    let name = path.display().to_string();
+    let file = crate::journal::open_for_read(path)?;
     let mut checks = Checks(Vec::new());
+    let unreadable = |checks: Checks, format: Option<Format>| VerifyReport {
+        image: name.clone(),
+        format,
+        ok: false,
+        checks: checks.0,
+    };
+    let container = match super::objects::read_container(path, &file) {
+        Ok(container) => container,
+        Err(e) => {
+            checks.check(
+                "SIF header and descriptor table are readable",
+                vec![e.to_string()],
+            );
+            return Ok(unreadable(checks, None));
+        }
+    };
+    checks.check("SIF header and descriptor table are readable", vec![]);
+    let oci = match ocisif::is_oci_sif(&container).and_then(|is| {
+        is.then(|| ocisif::read_image(&file, &container))
+            .transpose()
+    }) {
+        Ok(oci) => oci,
+        Err(e) => {
+            checks.check(
+                "OCI image (RootIndex, manifest, config) is readable",
+                vec![e.to_string()],
+            );
+            return Ok(unreadable(checks, Some(Format::OciSif)));
+        }
+    };
+    if oci.is_some() {
+        checks.check(
+            "OCI image (RootIndex, manifest, config) is readable",
+            vec![],
+        );
+    }
+    let opened = Image {
+        name: name.clone(),
+        file,
+        container,
+        oci,
+    };
     let file_len = opened.file.metadata().map(|m| m.len()).unwrap_or(0);
 
     let end = opened.container.data_end();
@@ -80,6 +124,30 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
         Some(image) => verify_oci(&opened.file, &opened.container, image, &mut checks),
         None => verify_native(&opened.file, &opened.container, &mut checks),
     }
+    for signature in check_signatures(&opened.file, &opened.container) {
+        let format = match signature.format {
+            Some(SignatureFormat::Pgp) => "OpenPGP",
+            Some(SignatureFormat::Dsse) => "DSSE",
+            Some(SignatureFormat::Legacy) => "legacy OpenPGP",
+            None => "undecodable",
+        };
+        let verdict = if signature.matches {
+            "still matches the data it signs"
+        } else {
+            "no longer matches the data it signs"
+        };
+        checks.check(
+            format!(
+                "SIF signature object {} ({format}, signs {}): {verdict}",
+                signature.object, signature.signs
+            ),
+            if signature.matches {
+                vec![]
+            } else {
+                vec![signature.detail]
+            },
+        );
+    }
     let ok = checks.0.iter().all(|c| c.ok);
     let mut warnings = Vec::new();
     if let Some(overlay) = opened.writable_overlay()
@@ -95,7 +163,7 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
     }
     Ok(VerifyReport {
         image: opened.name.clone(),
-        format: opened.format(),
+        format: Some(opened.format()),
         ok,
         checks: checks.0,
         warnings,

@@ -5,6 +5,7 @@ mod container;
 mod memory;
 mod raw;
 pub mod siftool;
+pub mod signature;
 mod types;
 
 pub use container::{Container, CreateOptions, ObjectSpec};

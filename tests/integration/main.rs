@@ -15,6 +15,7 @@ mod registry;
 mod seal;
 mod sif;
 mod sifcheck;
+mod signatures;
 mod squashfs;
 mod tar;
 mod tree;

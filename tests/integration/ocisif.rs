@@ -363,12 +363,37 @@ fn an_image_with_two_images_or_broken_json_is_refused_cleanly() {
     broken[root.offset as usize] = b'[';
     broken[root.offset as usize + 1] = b'[';
     std::fs::write(&image, &broken).unwrap();
-    for args in [
-        &["add", "--sparse"][..],
-        &["reconcile"],
-        &["inspect"],
-        &["verify"],
-    ] {
+    // verify reports what it could check and fails the check that could not be made.
+    for json in [false, true] {
+        let args: &[&str] = if json {
+            &["verify", "--json"]
+        } else {
+            &["verify"]
+        };
+        let out = run(args, &image);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        if json {
+            let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+            assert_eq!(report["ok"], false);
+            let last = report["checks"].as_array().unwrap().last().unwrap().clone();
+            assert_eq!(last["ok"], false, "{report}");
+            assert!(
+                last["detail"].as_str().unwrap().contains("RootIndex"),
+                "{report}"
+            );
+        } else {
+            assert!(
+                stdout.contains("ok    SIF header and descriptor table are readable")
+                    && stdout
+                        .contains("FAIL  OCI image (RootIndex, manifest, config) is readable: ")
+                    && stdout.contains("RootIndex"),
+                "{stdout}"
+            );
+        }
+        assert_eq!(std::fs::read(&image).unwrap(), broken);
+    }
+    for args in [&["add", "--sparse"][..], &["reconcile"], &["inspect"]] {
         let out = run(args, &image);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = stderr(&out);
