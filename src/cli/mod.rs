@@ -24,6 +24,13 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Print only errors, warnings and what the command exists to print (listings, file
+    /// contents, --json reports): no summaries, notes or progress bars.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Also say on standard error how long the command took and its peak memory.
+    #[arg(short, long, global = true)]
+    verbose: bool,
 }
 
 #[derive(Subcommand)]
@@ -111,7 +118,9 @@ pub fn run() -> ExitCode {
     // place); clap's own usage errors stay text.
     let json = std::env::args_os().skip(1).any(|a| a == "--json");
     let cli = Cli::parse();
-    install_progress();
+    output::set_quiet(cli.quiet);
+    install_progress(cli.quiet);
+    let started = std::time::Instant::now();
     let result = match cli.command {
         Command::Add(args) => overlay_cmds::add(args),
         Command::Reconcile(args) => overlay_cmds::reconcile(args),
@@ -144,6 +153,13 @@ pub fn run() -> ExitCode {
         Command::Completions { shell } => completions(shell),
         Command::Man => man_page(),
     };
+    if cli.verbose {
+        eprintln!(
+            "sifovl: took {:.2} s, peak memory {} MiB",
+            started.elapsed().as_secs_f64(),
+            peak_memory_kib() >> 10
+        );
+    }
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::CheckFailed) => ExitCode::from(1),
@@ -194,9 +210,23 @@ fn first_existing_path() -> Option<String> {
         .map(|a| a.to_string_lossy().into_owned())
 }
 
-/// Progress bars on standard error, only when it is a terminal; notices always.
+/// The process's peak resident memory (`VmHWM`), in KiB; 0 where /proc does not say.
+fn peak_memory_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Progress bars on standard error, only when it is a terminal (sifovl prints no colour
+/// anywhere, so `NO_COLOR` has nothing to turn off); notices unless `-q`.
 struct TerminalProgress {
     bars: bool,
+    notices: bool,
 }
 
 struct Bar(indicatif::ProgressBar);
@@ -220,7 +250,9 @@ impl sifovl::progress::Reporter for TerminalProgress {
     }
 
     fn notice(&self, text: &str) {
-        eprintln!("sifovl: note: {text}");
+        if self.notices {
+            eprintln!("sifovl: note: {text}");
+        }
     }
 }
 
@@ -236,9 +268,10 @@ impl Drop for Bar {
     }
 }
 
-fn install_progress() {
+fn install_progress(quiet: bool) {
     use std::io::IsTerminal;
     sifovl::progress::set_reporter(Box::new(TerminalProgress {
-        bars: std::io::stderr().is_terminal(),
+        bars: !quiet && std::io::stderr().is_terminal(),
+        notices: !quiet,
     }));
 }

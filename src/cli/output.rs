@@ -3,6 +3,7 @@
 //! stopped reading, and the command ends quietly with success, as ripgrep does.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sifovl::Result;
 use sifovl::error::Error;
@@ -22,7 +23,21 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     write_out(&format!("{text}\n"))
 }
 
-/// Print `report` as JSON, or else the text `render` makes of it (one line is added).
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// `-q`: reports in text form, notes and progress bars are left out (errors, warnings,
+/// `--json` reports and the data a command exists to print stay).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+/// Whether `-q` was given.
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// Print `report` as JSON, or else the text `render` makes of it (one line is added;
+/// nothing under `-q`).
 pub fn emit<T: serde::Serialize>(
     json: bool,
     report: &T,
@@ -30,6 +45,8 @@ pub fn emit<T: serde::Serialize>(
 ) -> Result<()> {
     if json {
         print_json(report)
+    } else if quiet() {
+        Ok(())
     } else {
         write_out(&format!("{}\n", render(report)))
     }

@@ -8,7 +8,7 @@ use sifovl::Result;
 use sifovl::ops;
 
 use super::Outcome;
-use super::output::{emit, outln, print_json, write_out};
+use super::output::{emit, print_json, write_out};
 
 #[derive(Args)]
 #[command(after_help = "Examples:
@@ -456,18 +456,12 @@ pub struct MktarArgs {
 }
 
 fn print_layer(report: &ops::pack::LayerReport, json: bool) -> Result<()> {
-    if json {
-        print_json(report)
-    } else {
-        outln!(
+    emit(json, report, |r| {
+        format!(
             "{}: {} entries, {} bytes\n  digest  {}\n  diff_id {}",
-            report.output,
-            report.entries,
-            report.size,
-            report.digest,
-            report.diff_id
+            r.output, r.entries, r.size, r.digest, r.diff_id
         )
-    }
+    })
 }
 
 pub fn mktar(args: MktarArgs) -> Result<Outcome> {

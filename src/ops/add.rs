@@ -195,7 +195,7 @@ pub fn add_overlay(path: &Path, options: &AddOptions) -> Result<AddReport> {
         Some(image) => add_oci_layer(image, &mut container, &mut edit, &source, &mut report),
         None => add_native_partition(&mut container, &mut edit, &source, &mut report),
     }
-    .map_err(|e| e.context(&name))?;
+    .map_err(|e| super::with_capacity_hint(report.format, e).context(&name))?;
     edit.commit()?;
     Ok(report)
 }

@@ -100,6 +100,8 @@ pub enum Target {
 
 fn walk_all(source: &mut dyn EntrySource, hash: bool, out: &mut Vec<Listed>) -> Result<()> {
     let mut opaque_dirs = std::collections::HashSet::new();
+    // A hard link's size is its file's: the first name's, listed before it.
+    let mut file_sizes: std::collections::HashMap<Vec<u8>, u64> = Default::default();
     while let Some(e) = source.next_entry()? {
         let aufs = whiteout::upper_marker(&e);
         let (kind, size, target) = match &e.kind {
@@ -118,8 +120,15 @@ fn walk_all(source: &mut dyn EntrySource, hash: bool, out: &mut Vec<Listed>) -> 
             }
             EntryKind::Fifo => (ListedKind::Fifo, 0, None),
             EntryKind::Socket => (ListedKind::Socket, 0, None),
-            EntryKind::HardLink { target } => (ListedKind::Hardlink, 0, Some(display_path(target))),
+            EntryKind::HardLink { target } => (
+                ListedKind::Hardlink,
+                file_sizes.get(target).copied().unwrap_or(0),
+                Some(display_path(target)),
+            ),
         };
+        if let EntryKind::File { size } = e.kind {
+            file_sizes.insert(e.path.clone(), size);
+        }
         let sha256 = if hash && kind == ListedKind::File {
             let (d, _) = Digest::of_reader(&mut source.read_content()?)
                 .map_err(|err| Error::io(format!("reading {}", e.display_path()), err))?;
@@ -190,6 +199,12 @@ pub fn locate(path: &Path, target: Target) -> Result<(File, u64, u64)> {
     let (offset, size) = match &opened.oci {
         Some(image) => {
             let count = image.layers.len();
+            if matches!(target, Target::Overlay) && image.overlay().is_none() && count > 0 {
+                crate::progress::notice(&format!(
+                    "{name}: no writable overlay; showing the top layer, layer {} (--layer N for another)",
+                    count - 1
+                ));
+            }
             let layer = match target {
                 Target::Overlay => image.layers.last(),
                 Target::Layer(i) => image.layers.get(i),
@@ -225,7 +240,15 @@ pub fn locate(path: &Path, target: Target) -> Result<(File, u64, u64)> {
                         d.partition()
                             .is_ok_and(|p| p.part_type == PartType::Overlay)
                     })
-                    .or(partitions.last()),
+                    .or_else(|| {
+                        let last = partitions.last()?;
+                        crate::progress::notice(&format!(
+                            "{name}: no writable overlay partition; showing partition {} (object {}; --layer N for another)",
+                            partitions.len() - 1,
+                            last.id
+                        ));
+                        Some(last)
+                    }),
                 Target::Layer(i) => partitions.get(i),
             }
             .ok_or_else(|| match target {

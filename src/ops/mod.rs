@@ -27,6 +27,22 @@ use crate::ocisif::{self, BlobData, NewBlob, NewImage, OciImage, WritePlan};
 use crate::sif::Container;
 
 pub use image::Format;
+
+/// A full descriptor table, with the way out for this kind of image.
+pub(crate) fn with_capacity_hint(format: Format, e: Error) -> Error {
+    if !e.message().contains("insufficient descriptor capacity") {
+        return e;
+    }
+    let hint = match format {
+        Format::OciSif => {
+            "; `sifovl export IMAGE DIR` then `sifovl import DIR NEW.sif` rewrites the image with room to spare"
+        }
+        Format::Native => {
+            "; the table cannot grow in place: remove an object the image no longer needs (`sifovl remove-overlay` for an old overlay)"
+        }
+    };
+    Error::new(e.kind(), format!("{}{hint}", e.message()))
+}
 pub(crate) use image::{Image, Overlay};
 
 /// Record an update-engine plan in `edit`, in the order the plan requires: zero deleted

@@ -255,7 +255,7 @@ pub fn seal(path: &Path, options: &SealOptions) -> Result<SealReport> {
         ),
         None => seal_native(&mut container, &mut edit, overlay, staged, len, &mut report),
     }
-    .map_err(ctx)?;
+    .map_err(|e| ctx(super::with_capacity_hint(report.format, e)))?;
     edit.commit()?;
     report.file_size_after = file.metadata().map(|m| m.len()).unwrap_or(0);
     Ok(report)

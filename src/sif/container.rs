@@ -353,7 +353,10 @@ impl Container {
             return Err(Error::refused("extra value too large"));
         }
         let slot = self.slots.iter().position(|d| !d.used).ok_or_else(|| {
-            Error::refused("insufficient descriptor capacity to add data object(s) to image")
+            Error::refused(format!(
+                "insufficient descriptor capacity to add data object(s) to image (all {} descriptor slots are in use)",
+                self.slots.len()
+            ))
         })?;
         let mut extra = spec.extra.clone();
         extra.resize(EXTRA_LEN, 0);

@@ -3,7 +3,7 @@
 use std::process::Stdio;
 
 use crate::ocisif::scratch;
-use crate::util::sifovl;
+use crate::util::{run_ok, sifovl};
 
 /// Run sifovl with standard output a pipe whose reading end is already closed, as
 /// `sifovl ls IMAGE | head -0` leaves it; returns (exit code, stderr).
@@ -39,7 +39,11 @@ fn a_closed_stdout_ends_every_command_quietly_with_success() {
     ] {
         let (code, stderr) = run_into_closed_pipe(&args);
         assert_eq!(code, Some(0), "{args:?}: stderr {stderr}");
-        assert!(stderr.is_empty(), "{args:?} printed: {stderr}");
+        // Notes (ls says which layer it shows) are fine; nothing else.
+        assert!(
+            stderr.lines().all(|l| l.starts_with("sifovl: note: ")),
+            "{args:?} printed: {stderr}"
+        );
     }
     // A real failure still fails, pipe or not.
     let (code, stderr) = run_into_closed_pipe(&["ls", "/nonexistent.sif"]);
@@ -460,4 +464,71 @@ fn reconcile_check_of_an_image_without_overlay_is_in_sync() {
     // reconcile itself still refuses: there is nothing to do it on.
     let out = sifovl().arg("reconcile").arg(&sample).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_full_descriptor_table_says_what_to_do() {
+    use sifovl::sif::{Arch, CreateOptions, FsType, MemoryImage, ObjectSpec, PartType};
+    let mut sif = MemoryImage::create(&CreateOptions {
+        capacity: 1,
+        ..CreateOptions::default()
+    })
+    .unwrap();
+    let mut spec = ObjectSpec::partition(FsType::Squashfs, PartType::PrimSys, Arch::Amd64, 1, 4096);
+    spec.size = 4096;
+    sif.add(spec, &[0u8; 4096], 0).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("full.sif");
+    std::fs::write(&image, sif.bytes()).unwrap();
+    let out = sifovl()
+        .args(["add", "--sparse"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("all 1 descriptor slots are in use") && err.contains("remove an object"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&image).unwrap(), sif.bytes());
+}
+
+#[test]
+fn quiet_and_verbose() {
+    let (_dir, image) = crate::ocisif::scratch("sample.oci.sif");
+    let out = sifovl()
+        .args(["-q", "add", "--sparse"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+    // --json reports stay under -q; listings too.
+    let out = sifovl()
+        .args(["verify", "-q", "--json"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok());
+    let out = sifovl().args(["-q", "ls"]).arg(&image).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/upper"));
+    let out = sifovl()
+        .args(["-v", "inspect"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("took") && err.contains("peak memory"), "{err}");
+    // No colour, ever: no escape byte in any output that is not a terminal.
+    assert!(!out.stdout.contains(&0x1b) && !out.stderr.contains(&0x1b));
+    // A note (the layer ls shows without an overlay) is left out under -q.
+    run_ok(sifovl().arg("remove-overlay").arg(&image));
+    let out = sifovl().arg("ls").arg(&image).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("showing the top layer, layer 0"),
+        "{out:?}"
+    );
+    let out = sifovl().args(["ls", "-q"]).arg(&image).output().unwrap();
+    assert!(out.stderr.is_empty(), "{out:?}");
 }
