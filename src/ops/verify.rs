@@ -70,6 +70,7 @@ pub fn verify(path: &Path) -> Result<VerifyReport> {
         format,
         ok: false,
         checks: checks.0,
+        warnings: Vec::new(),
     };
     let container = match super::objects::read_container(path, &file) {
         Ok(container) => container,
