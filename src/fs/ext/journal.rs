@@ -213,7 +213,7 @@ pub struct Replay {
     /// Byte offset of the journal superblock from the start of the filesystem.
     pub(crate) journal_superblock_at: u64,
     /// The journal superblock after recovery (`s_start` 0, `s_sequence` the next free
-    /// transaction ID, checksum updated), as e2fsck leaves it: its first [`SB_LEN`] bytes.
+    /// transaction ID, checksum updated), as e2fsck leaves it: its first 1024 bytes.
     pub(crate) recovered_journal_superblock: Vec<u8>,
 }
 

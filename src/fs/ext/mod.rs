@@ -10,7 +10,7 @@
 //!
 //! A filesystem whose journal needs recovery (a job killed while the kernel wrote it) is read
 //! *through* the journal: [`ExtFs::open`] computes the replay (`journal`) and every read of
-//! metadata or data goes through one function ([`ExtFs::read_exact`]) that takes a block's
+//! metadata or data goes through one function (`ExtFs::read_exact`) that takes a block's
 //! newest committed copy from the journal when there is one, so callers see the recovered
 //! filesystem without anything being written. [`ExtFs::recovery_blocks`] and
 //! [`ExtFs::recovered_block`] give what a recovery in place writes.
