@@ -6,7 +6,7 @@
 //! needing recovery.
 //!
 //! Encoding, so inputs stay small (a dirty ext3 is 2 MiB or more, mostly zeros): a `u32` LE
-//! image length in KiB (at most 64 Mi), then records of a `u32` LE KiB offset and 1024 bytes
+//! image length in KiB (at most 8 Mi), then records of a `u32` LE KiB offset and 1024 bytes
 //! written there into a sparse file. `fuzz/make-ext-journal-seeds.py` turns the dirty
 //! images the journal tests build into seeds.
 use std::io::{Read, Write};
@@ -19,7 +19,7 @@ use sifovl::fs::ext::ExtFs;
 const KIB: u64 = 1024;
 
 fn image(data: &[u8]) -> Option<(std::fs::File, u64)> {
-    let kib = u64::from(u32::from_le_bytes(data.get(..4)?.try_into().ok()?)).clamp(2, 1 << 16);
+    let kib = u64::from(u32::from_le_bytes(data.get(..4)?.try_into().ok()?)).clamp(2, 1 << 13);
     let len = kib * KIB;
     let file = tempfile::tempfile().expect("temp file");
     file.set_len(len).expect("set_len");

@@ -332,7 +332,12 @@ impl<'f> ExtFs<'f> {
         if buf.len() as u64 != bs {
             return Err(Error::malformed("recovered_block: buffer is not one block"));
         }
-        let at = block.saturating_mul(bs);
+        if block >= self.geo.blocks {
+            return Err(Error::malformed(format!(
+                "ext filesystem: recovered block {block} is out of range"
+            )));
+        }
+        let at = block * bs;
         self.read_exact(buf, at, "recovered block")?;
         let sb_at = superblock::OFFSET as u64;
         if (at..at + bs).contains(&sb_at) {
