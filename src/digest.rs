@@ -292,6 +292,71 @@ pub fn hash_range(file: &File, offset: u64, len: u64) -> Result<Digest> {
     })
 }
 
+/// The data regions of `len` bytes of `file` at `offset`, as `(start, end)` offsets relative
+/// to `offset`; everything else reads as zeros (holes). Where the filesystem cannot tell
+/// (no `SEEK_DATA`), the whole range is one region.
+pub fn data_extents(file: &File, offset: u64, len: u64) -> Vec<(u64, u64)> {
+    use rustix::fs::{SeekFrom, seek};
+    let end = offset + len;
+    let mut out = Vec::new();
+    let mut pos = offset;
+    while pos < end {
+        let data = match seek(file, SeekFrom::Data(pos)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(_) => return vec![(0, len)],
+        };
+        if data >= end {
+            break;
+        }
+        let hole = match seek(file, SeekFrom::Hole(data)) {
+            Ok(h) => h.min(end),
+            Err(_) => return vec![(0, len)],
+        };
+        if hole <= data {
+            return vec![(0, len)];
+        }
+        out.push((data - offset, hole - offset));
+        pos = hole;
+    }
+    out
+}
+
+/// sha256 of `len` bytes of `file` at `offset` like [`hash_range`], but holes are hashed as
+/// zeros without being read (a sparse overlay costs one hash pass, not a read of its size).
+pub fn hash_range_sparse(file: &File, offset: u64, len: u64) -> Result<Digest> {
+    const BLOCK: usize = 4 << 20;
+    let zeros = vec![0u8; BLOCK];
+    let mut buf = vec![0u8; BLOCK];
+    let mut hasher = Sha256::new();
+    let progress = crate::progress::task("hashing", len);
+    let mut pos = 0u64;
+    let mut extents = data_extents(file, offset, len);
+    extents.push((len, len));
+    for (start, end) in extents {
+        while pos < start {
+            let n = (start - pos).min(BLOCK as u64) as usize;
+            hasher.update(&zeros[..n]);
+            progress.advance(n as u64);
+            pos += n as u64;
+        }
+        while pos < end {
+            let n = (end - pos).min(BLOCK as u64) as usize;
+            file.read_exact_at(&mut buf[..n], offset + pos)
+                .map_err(|e| {
+                    Error::io(
+                        format!("reading bytes {}..{}", offset + pos, offset + len),
+                        e,
+                    )
+                })?;
+            hasher.update(&buf[..n]);
+            progress.advance(n as u64);
+            pos += n as u64;
+        }
+    }
+    Ok(Digest(hasher.finalize().into()))
+}
+
 /// Hash several byte ranges `(key, offset, len)` of `file`, spreading them over the cores.
 /// Returns one result per range, in the order given.
 pub fn hash_ranges<K: Copy + Send + Sync>(

@@ -287,16 +287,35 @@ fn apply(file: &File, record: &Record) -> std::io::Result<()> {
                 len,
                 sparse,
             } => {
-                let mut done = 0u64;
-                while done < *len {
-                    let n = (*len - done).min(CHUNK as u64) as usize;
-                    file.read_exact_at(&mut buf[..n], src + done)?;
-                    let at = dst + done;
-                    let hole_ok = *sparse && at >= record.old_len;
-                    if !(hole_ok && buf[..n].iter().all(|&b| b == 0)) {
-                        write_at(file, &buf[..n], at)?;
+                // A sparse copy reads only the staged data regions: its holes (most of a new
+                // overlay) stay holes past the old end and become zeros below it.
+                let regions = if *sparse {
+                    crate::digest::data_extents(file, *src, *len)
+                } else {
+                    vec![(0, *len)]
+                };
+                let mut pos = 0u64;
+                for (start, end) in regions.into_iter().chain([(*len, *len)]) {
+                    // The hole before this region: only the part below the old end needs zeros.
+                    let below_old_end = record.old_len.saturating_sub(dst + pos);
+                    let zero_to = start.min(pos + below_old_end);
+                    while pos < zero_to {
+                        let n = (zero_to - pos).min(CHUNK as u64) as usize;
+                        buf[..n].fill(0);
+                        write_at(file, &buf[..n], dst + pos)?;
+                        pos += n as u64;
                     }
-                    done += n as u64;
+                    pos = start;
+                    while pos < end {
+                        let n = (end - pos).min(CHUNK as u64) as usize;
+                        file.read_exact_at(&mut buf[..n], src + pos)?;
+                        let at = dst + pos;
+                        let hole_ok = *sparse && at >= record.old_len;
+                        if !(hole_ok && buf[..n].iter().all(|&b| b == 0)) {
+                            write_at(file, &buf[..n], at)?;
+                        }
+                        pos += n as u64;
+                    }
                 }
             }
             Op::Zero { offset, len } => {
@@ -513,8 +532,19 @@ impl<'a> Edit<'a> {
         &mut self,
         produce: impl FnOnce(&File, u64) -> Result<u64>,
     ) -> Result<(u64, u64)> {
+        self.stage_with_at(0, produce)
+    }
+
+    /// [`stage_with`](Self::stage_with) at or after `at_least`: a caller that knows how far
+    /// the final layout will reach stages beyond it, so the commit never has to move the
+    /// staged data out of the way.
+    pub fn stage_with_at(
+        &mut self,
+        at_least: u64,
+        produce: impl FnOnce(&File, u64) -> Result<u64>,
+    ) -> Result<(u64, u64)> {
         self.prepare()?;
-        let start = self.stage_end.next_multiple_of(STAGE_ALIGN);
+        let start = self.stage_end.max(at_least).next_multiple_of(STAGE_ALIGN);
         let len = produce(self.file, start)?;
         self.stage_end = start + len;
         self.staged.push((start, len));
@@ -667,12 +697,18 @@ impl<'a> Edit<'a> {
         let mut buf = vec![0u8; CHUNK];
         let mut moves = Vec::new();
         for &(start, len) in &self.staged {
-            let mut done = 0;
-            while done < len {
-                let n = (len - done).min(CHUNK as u64) as usize;
-                self.file.read_exact_at(&mut buf[..n], start + done)?;
-                write_at(self.file, &buf[..n], next + done)?;
-                done += n as u64;
+            // Only the data regions: the holes past the end read as zeros where they land.
+            for (from, to) in crate::digest::data_extents(self.file, start, len) {
+                let mut done = from;
+                while done < to {
+                    let n = (to - done).min(CHUNK as u64) as usize;
+                    self.file.read_exact_at(&mut buf[..n], start + done)?;
+                    write_at(self.file, &buf[..n], next + done)?;
+                    done += n as u64;
+                }
+            }
+            if self.file.metadata()?.len() < next + len {
+                set_len(self.file, next + len)?;
             }
             moves.push((start, next, len));
             next = (next + len).next_multiple_of(STAGE_ALIGN);

@@ -15,7 +15,11 @@ use super::output::{emit, print_json, write_out};
   sifovl add image.oci.sif                      # 64 MiB overlay as the last OCI layer
   sifovl add --size 1G --sparse image.oci.sif   # 1 GiB, unwritten blocks kept as holes
   sifovl add --create-dir /data native.sif      # overlay partition of a native SIF
-  sifovl add --from my-overlay.img image.oci.sif")]
+  sifovl add --from-dir ./tree image.oci.sif    # overlay already holding ./tree in upper/
+  sifovl add --from my-overlay.img image.oci.sif
+
+The overlay is written by sifovl itself (no mke2fs): ext3 with a journal, 4 KiB blocks,
+the features SingularityCE accepts; upper/ and work/ owned by you.")]
 pub struct AddArgs {
     /// The SIF or OCI-SIF image to edit in place.
     pub image: PathBuf,
@@ -29,8 +33,12 @@ pub struct AddArgs {
     #[arg(long = "create-dir", value_name = "DIR")]
     pub create_dir: Vec<String>,
     /// Use an existing ext3 image instead of creating one.
-    #[arg(long, value_name = "EXT3_IMAGE", conflicts_with_all = ["size", "create_dir"])]
+    #[arg(long, value_name = "EXT3_IMAGE", conflicts_with_all = ["size", "create_dir", "from_dir"])]
     pub from: Option<PathBuf>,
+    /// Put this directory's tree (files, links, devices, owners, modes, times, xattrs) in
+    /// the new overlay's upper/.
+    #[arg(long = "from-dir", value_name = "DIR")]
+    pub from_dir: Option<PathBuf>,
     /// Add even if SIF signatures will no longer verify.
     #[arg(long)]
     pub force: bool,
@@ -65,6 +73,7 @@ pub fn add(args: AddArgs) -> Result<Outcome> {
         sparse: args.sparse,
         create_dirs: args.create_dir,
         from: args.from,
+        from_dir: args.from_dir,
         force: args.force,
         ..Default::default()
     };

@@ -1,17 +1,20 @@
 //! Writable ext3 overlay images as SingularityCE uses them: the header rule its runtime
 //! applies before mounting one, and creation of a fresh one with `upper/` and `work/`.
 //!
-//! Creation drives `mke2fs -t ext3 -d` exactly as `singularity overlay create` does (the
-//! issue accepts this), with the options pinned so a host `mke2fs.conf` cannot slip in a
-//! feature the runtime's header check rejects.
+//! Creation uses our own ext3 writer ([`crate::fs::ext::write`]), no mke2fs: the tree
+//! `singularity overlay create` makes (root 0755 0:0, `upper/` and `work/` owned by the
+//! caller, `--create-dir` directories), optionally with a host directory's tree in `upper/`.
 
 use std::fs::File;
-use std::os::unix::fs::{DirBuilderExt, FileExt};
-use std::path::Path;
-use std::process::Command;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, ResultExt};
+use crate::fs::dir::DirSource;
+use crate::fs::entry::{Entry, EntryKind, EntrySource, Metadata};
 use crate::fs::ext::superblock::{self, Superblock};
+use crate::fs::ext::{Ext3Options, Outcome, TreeNeeds, write_ext3};
 
 /// What the runtime reads of an overlay before trusting it: the boot block and the
 /// superblock.
@@ -98,7 +101,7 @@ pub fn read_ext3_header(file: &File, offset: u64, size: u64) -> Result<Ext3Heade
 }
 
 /// Options for a new overlay image.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct CreateOverlay {
     /// Size of the image in MiB, at least [`MIN_OVERLAY_MIB`].
     pub size_mib: u64,
@@ -108,96 +111,291 @@ pub struct CreateOverlay {
     pub uid: u32,
     /// Group of `upper/` and `work/`.
     pub gid: u32,
+    /// A host directory whose tree goes into `upper/` (`--from-dir`).
+    pub from_dir: Option<PathBuf>,
+    /// Fixed UUID, hash seed and time (tests and reproducible builds); random and now when
+    /// `None`.
+    pub fixed: Option<Fixed>,
+}
+
+/// Fixed values for a reproducible overlay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fixed {
+    /// Filesystem UUID.
+    pub uuid: [u8; 16],
+    /// Directory hash seed.
+    pub hash_seed: [u8; 16],
+    /// Time of the root, `upper/`, `work/` and the superblock (seconds since the epoch).
+    pub time: i64,
 }
 
 /// The smallest overlay `overlay create` accepts.
 pub const MIN_OVERLAY_MIB: u64 = 64;
 
-/// Build an ext3 overlay image at `dest` (created or truncated) with `upper/` and `work/`.
-pub fn create_ext3_overlay(dest: &Path, options: &CreateOverlay) -> Result<()> {
+/// Mode of `upper/`, `work/` and `--create-dir` directories, as the reference: 0755, or
+/// 0777 when the owner's ids do not fit in 16 bits.
+fn overlay_dir_mode(uid: u32, gid: u32) -> u32 {
+    if uid > 65535 || gid > 65535 {
+        0o777
+    } else {
+        0o755
+    }
+}
+
+/// The `--create-dir` paths, each with its parents, under `upper/`.
+fn create_dir_paths(create_dirs: &[String]) -> Result<Vec<Vec<u8>>> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for d in create_dirs {
+        let rel = d.trim_start_matches('/');
+        if rel.split('/').any(|c| c == ".." || c == ".") {
+            return Err(Error::refused(format!(
+                "--create-dir {d:?}: `.` and `..` are not allowed"
+            )));
+        }
+        let mut path = b"upper".to_vec();
+        for component in rel.split('/').filter(|c| !c.is_empty()) {
+            path.push(b'/');
+            path.extend_from_slice(component.as_bytes());
+            if !out.contains(&path) {
+                out.push(path.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The tree of a new overlay: the root (0755, 0:0), `upper/` holding `contents` (if any)
+/// and the `--create-dir` directories, and `work/`; `lost+found` comes from the writer.
+struct OverlayTree<'a> {
+    /// Entries still to come before or after the contents, in order.
+    head: Vec<Entry>,
+    tail: Vec<Entry>,
+    contents: Option<&'a mut dyn EntrySource>,
+    /// Paths of the contents, to skip `--create-dir` directories they already have.
+    seen: std::collections::HashSet<Vec<u8>>,
+    track: bool,
+}
+
+impl<'a> OverlayTree<'a> {
+    fn new(
+        options: &CreateOverlay,
+        time: i64,
+        contents: Option<&'a mut dyn EntrySource>,
+    ) -> Result<OverlayTree<'a>> {
+        let dir = |path: &[u8], permissions: u32, uid: u32, gid: u32| Entry {
+            path: path.to_vec(),
+            kind: EntryKind::Directory,
+            metadata: Metadata {
+                permissions,
+                uid,
+                gid,
+                mtime: time,
+                ..Metadata::default()
+            },
+        };
+        let mode = overlay_dir_mode(options.uid, options.gid);
+        let (uid, gid) = (options.uid, options.gid);
+        let head = vec![dir(b"", 0o755, 0, 0), dir(b"upper", mode, uid, gid)];
+        let mut tail: Vec<Entry> = create_dir_paths(&options.create_dirs)?
+            .iter()
+            .map(|p| dir(p, mode, uid, gid))
+            .collect();
+        tail.push(dir(b"work", mode, uid, gid));
+        let track = contents.is_some() && !options.create_dirs.is_empty();
+        Ok(OverlayTree {
+            head: head.into_iter().rev().collect(),
+            tail: tail.into_iter().rev().collect(),
+            contents,
+            seen: Default::default(),
+            track,
+        })
+    }
+}
+
+impl EntrySource for OverlayTree<'_> {
+    fn next_entry(&mut self) -> Result<Option<Entry>> {
+        if let Some(e) = self.head.pop() {
+            if self.head.is_empty()
+                && let Some(inner) = self.contents.as_deref_mut()
+            {
+                // The contents' root is upper/ itself, whose metadata the overlay fixes.
+                match inner.next_entry()? {
+                    Some(root) if root.path.is_empty() => {}
+                    _ => return Err(Error::malformed("the source tree has no root directory")),
+                }
+            }
+            return Ok(Some(e));
+        }
+        if let Some(inner) = self.contents.as_deref_mut() {
+            match inner.next_entry()? {
+                Some(mut e) => {
+                    let mut path = b"upper/".to_vec();
+                    path.extend_from_slice(&e.path);
+                    e.path = path;
+                    if let EntryKind::HardLink { target } = &mut e.kind {
+                        let mut t = b"upper/".to_vec();
+                        t.extend_from_slice(target);
+                        *target = t;
+                    }
+                    if self.track {
+                        self.seen.insert(e.path.clone());
+                    }
+                    return Ok(Some(e));
+                }
+                None => self.contents = None,
+            }
+        }
+        while let Some(e) = self.tail.pop() {
+            if !self.seen.contains(&e.path) {
+                return Ok(Some(e));
+            }
+        }
+        Ok(None)
+    }
+
+    fn read_content(&mut self) -> Result<Box<dyn Read + '_>> {
+        match self.contents.as_deref_mut() {
+            Some(inner) => inner.read_content(),
+            None => Err(Error::malformed("no current file")),
+        }
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Write a new overlay filesystem of `options.size_mib` MiB into `file` at `offset` (a range
+/// that reads as zeros, e.g. past the end of the file, which is extended to cover it): the
+/// root, `upper/` (holding `--from-dir`'s tree) and `work/` owned by the caller. Only
+/// metadata and file data are written; the rest stays holes. Returns the size in bytes.
+pub fn write_overlay(file: &File, offset: u64, options: &CreateOverlay) -> Result<u64> {
     if options.size_mib < MIN_OVERLAY_MIB {
         return Err(Error::refused(format!(
             "overlay size {} MiB: must be at least {MIN_OVERLAY_MIB} MiB",
             options.size_mib
         )));
     }
-    let size = options.size_mib.checked_mul(1 << 20).ok_or_else(|| {
-        Error::refused(format!(
-            "overlay size {} MiB is too large",
-            options.size_mib
-        ))
-    })?;
-    let tree = tempfile::Builder::new()
-        .prefix("sifovl-overlay-")
-        .tempdir()
-        .context("creating a temporary directory")?;
-    // As the reference: 0755, or 0777 when the owner's ids do not fit in 16 bits.
-    let mode = if options.uid > 65535 || options.gid > 65535 {
-        0o777
-    } else {
-        0o755
-    };
-    let mut dirs = vec!["upper".to_string(), "work".to_string()];
-    for d in &options.create_dirs {
-        let rel = d.trim_start_matches('/');
-        if rel.split('/').any(|c| c == "..") {
-            return Err(Error::refused(format!(
-                "--create-dir {d:?}: `..` is not allowed"
-            )));
-        }
-        if !rel.is_empty() {
-            let mut path = String::from("upper");
-            for component in rel.split('/').filter(|c| !c.is_empty()) {
-                path.push('/');
-                path.push_str(component);
-                dirs.push(path.clone());
-            }
-        }
-    }
-    for d in &dirs {
-        let path = tree.path().join(d);
-        if !path.exists() {
-            std::fs::DirBuilder::new()
-                .mode(mode)
-                .create(&path)
-                .with_context(|| path.display())?;
-        }
-        // The umask may have narrowed the mode; set it exactly, and the owner.
-        std::os::unix::fs::chown(&path, Some(options.uid), Some(options.gid))
-            .with_context(|| path.display())?;
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
-            .with_context(|| path.display())?;
-    }
-    let file = File::create(dest).with_context(|| dest.display())?;
-    file.set_len(size).with_context(|| dest.display())?;
-    drop(file);
-    let output = Command::new("mke2fs")
-        .args(["-q", "-F", "-t", "ext3"])
-        // Pin the feature set to what the runtime's header rule accepts.
-        .args([
-            "-O",
-            "none,has_journal,ext_attr,resize_inode,dir_index,filetype,sparse_super,large_file",
-        ])
-        .arg("-d")
-        .arg(tree.path())
-        .arg(dest)
-        .output()
-        .map_err(|e| {
-            Error::io(
-                "running mke2fs (install e2fsprogs; it builds the ext3 overlay)",
-                e,
-            )
+    let size = options
+        .size_mib
+        .checked_mul(1 << 20)
+        .filter(|&s| s <= EXT3_MAX_BYTES)
+        .ok_or_else(|| {
+            Error::refused(format!(
+                "an overlay of {} MiB is beyond ext3's 16 TiB limit",
+                options.size_mib
+            ))
         })?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(Error::new(
-            crate::error::ErrorKind::Io,
-            format!("mke2fs failed: {}", stderr.trim().replace('\n', "; ")),
-        ));
+    let time = options.fixed.map_or_else(now, |f| f.time);
+    let open_dir = || -> Result<Option<DirSource>> {
+        options.from_dir.as_deref().map(DirSource::new).transpose()
+    };
+    let mut contents = open_dir()?;
+    let write = |contents: Option<&mut dyn EntrySource>, min_inodes: u64| -> Result<Outcome> {
+        let mut tree = OverlayTree::new(options, time, contents)?;
+        set_len_at_least(file, offset + size)?;
+        write_ext3(
+            file,
+            offset,
+            &Ext3Options {
+                size,
+                uuid: options.fixed.map(|f| f.uuid),
+                hash_seed: options.fixed.map(|f| f.hash_seed),
+                time: Some(time),
+                min_inodes,
+            },
+            &mut tree,
+        )
+    };
+    let first = write(contents.as_mut().map(|c| c as &mut dyn EntrySource), 0)?;
+    let Outcome::Full { .. } = first else {
+        return Ok(size);
+    };
+    // Out of room: find what the tree needs; more inodes may be all it takes.
+    let mut scan_contents = open_dir()?;
+    let needs = TreeNeeds::scan(&mut OverlayTree::new(
+        options,
+        time,
+        scan_contents.as_mut().map(|c| c as &mut dyn EntrySource),
+    )?)?;
+    let need_mib = needs.min_size_mib().max(MIN_OVERLAY_MIB);
+    if need_mib <= options.size_mib {
+        // Start from zeros again: punch out what the first attempt wrote.
+        zero_range(file, offset, size)?;
+        let mut contents = open_dir()?;
+        if let Outcome::Written(_) = write(
+            contents.as_mut().map(|c| c as &mut dyn EntrySource),
+            needs.inodes,
+        )? {
+            return Ok(size);
+        }
     }
+    Err(too_small(options.size_mib, need_mib))
+}
+
+/// The refusal of an overlay too small for its tree.
+pub fn too_small(size_mib: u64, need_mib: u64) -> Error {
+    Error::refused(format!(
+        "the tree does not fit in a {size_mib} MiB overlay; it needs --size {} or more",
+        need_mib.max(size_mib + 1)
+    ))
+}
+
+/// The largest ext3 filesystem without the 64bit feature: 2^32 - 1 blocks of 4 KiB.
+pub const EXT3_MAX_BYTES: u64 = (u32::MAX as u64) * 4096;
+
+fn set_len_at_least(file: &File, len: u64) -> Result<()> {
+    let current = file
+        .metadata()
+        .map_err(|e| Error::io("ext3 overlay", e))?
+        .len();
+    if current < len {
+        file.set_len(len)
+            .map_err(|e| Error::io("extending the file for the ext3 overlay", e))?;
+    }
+    Ok(())
+}
+
+/// Make `len` bytes at `offset` read as zeros again (hole punching where the filesystem
+/// supports it).
+pub fn zero_range(file: &File, offset: u64, len: u64) -> Result<()> {
+    use rustix::fs::{FallocateFlags, fallocate};
+    if fallocate(
+        file,
+        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+        offset,
+        len,
+    )
+    .is_ok()
+    {
+        return Ok(());
+    }
+    let zeros = vec![0u8; 1 << 20];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], offset + done)
+            .map_err(|e| Error::io("zeroing the ext3 overlay", e))?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
+/// Build an ext3 overlay image at `dest` (created or truncated, sparse) with `upper/` and
+/// `work/`.
+pub fn create_ext3_overlay(dest: &Path, options: &CreateOverlay) -> Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dest)
+        .with_context(|| dest.display())?;
+    let size = write_overlay(&file, 0, options).map_err(|e| e.context(dest.display()))?;
     // Refuse to hand back anything the runtime would not mount.
-    let f = File::open(dest).with_context(|| dest.display())?;
-    read_ext3_header(&f, 0, size).map_err(|e| e.context(dest.display()))?;
+    read_ext3_header(&file, 0, size).map_err(|e| e.context(dest.display()))?;
     Ok(())
 }
 

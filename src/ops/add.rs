@@ -8,8 +8,9 @@ use serde::Serialize;
 
 use super::{Format, Image, replace_with_new_layer};
 use crate::digest::HashingReader;
+use crate::digest::hash_range_sparse;
 use crate::error::{Error, Result, ResultExt};
-use crate::fs::overlay::{CreateOverlay, create_ext3_overlay, read_ext3_header};
+use crate::fs::overlay::{CreateOverlay, Fixed, read_ext3_header, write_overlay};
 use crate::journal::Edit;
 use crate::oci::{Descriptor, MediaType};
 use crate::ocisif::{BlobData, NewBlob, OciImage};
@@ -55,6 +56,10 @@ pub struct AddOptions {
     pub create_dirs: Vec<String>,
     /// Use this existing ext3 image instead of making one.
     pub from: Option<PathBuf>,
+    /// Make the overlay with this host directory's tree in `upper/`.
+    pub from_dir: Option<PathBuf>,
+    /// Fixed UUID, hash seed and time for the new overlay (reproducible output).
+    pub fixed: Option<Fixed>,
     /// Add even though SIF signatures will no longer verify.
     pub force: bool,
     /// Owner of `upper/` and `work/`.
@@ -70,6 +75,8 @@ impl Default for AddOptions {
             sparse: false,
             create_dirs: Vec::new(),
             from: None,
+            from_dir: None,
+            fixed: None,
             force: false,
             uid: rustix::process::getuid().as_raw(),
             gid: rustix::process::getgid().as_raw(),
@@ -128,45 +135,18 @@ pub fn add_overlay(path: &Path, options: &AddOptions) -> Result<AddReport> {
         None => check_room(path, &name, options)?,
         Some(from) if from.is_dir() => {
             return Err(Error::refused(format!(
-                "{}: a directory; --from takes an ext3 image file (to start from a directory's files, add an overlay and copy them in)",
+                "{}: a directory; --from takes an ext3 image file (for a directory's tree in the overlay, use --from-dir)",
                 from.display()
             )));
         }
         Some(_) => {}
     }
-
-    let temp;
-    let source_path = match &options.from {
-        Some(p) => p.clone(),
-        None => {
-            temp = tempfile::Builder::new()
-                .prefix("sifovl-overlay-")
-                .suffix(".ext3")
-                .tempfile()
-                .context("creating a temporary file for the overlay")?;
-            create_ext3_overlay(
-                temp.path(),
-                &CreateOverlay {
-                    size_mib: options.size_mib,
-                    create_dirs: options.create_dirs.clone(),
-                    uid: options.uid,
-                    gid: options.gid,
-                },
-            )?;
-            temp.path().to_path_buf()
-        }
-    };
-    let source = File::open(&source_path).with_context(|| source_path.display())?;
-    let size = source
-        .metadata()
-        .with_context(|| source_path.display())?
-        .len();
-    let header =
-        read_ext3_header(&source, 0, size).map_err(|e| e.context(source_path.display()))?;
-    if header.needs_recovery {
+    if let Some(dir) = &options.from_dir
+        && !dir.is_dir()
+    {
         return Err(Error::refused(format!(
-            "{}: the ext3 journal needs recovery; run `e2fsck -fy` on it first",
-            source_path.display()
+            "{}: --from-dir takes a directory",
+            dir.display()
         )));
     }
 
@@ -179,18 +159,47 @@ pub fn add_overlay(path: &Path, options: &AddOptions) -> Result<AddReport> {
         },
         object: 0,
         offset: 0,
-        size,
+        size: 0,
         digest: None,
         manifest_digest: None,
         dropped_cosign_entries: 0,
         invalidated_signatures: signatures,
     };
-    let source = NewOverlay {
-        file: source,
-        size,
-        sparse: options.sparse,
-    };
     let mut edit = Edit::begin(path, &file)?;
+    let source = match &options.from {
+        Some(from) => stage_existing(&mut edit, from, options.sparse)?,
+        None => {
+            // Written straight past the live data, only its metadata and files: the rest
+            // stays holes, so hashing it is the one pass over its size.
+            let create = CreateOverlay {
+                size_mib: options.size_mib,
+                create_dirs: options.create_dirs.clone(),
+                uid: options.uid,
+                gid: options.gid,
+                from_dir: options.from_dir.clone(),
+                fixed: options.fixed,
+            };
+            // Staged beyond where the final layout can reach (the old end plus the
+            // overlay), so the commit never moves it.
+            let reach = edit.old_len() + create.size_mib.saturating_mul(1 << 20) + (1 << 20);
+            let (staged, size) = edit
+                .stage_with_at(reach, |f, at| write_overlay(f, at, &create))
+                .map_err(|e| e.context(&name))?;
+            read_ext3_header(&file, staged, size).map_err(|e| e.context(&name))?;
+            let digest = if oci.is_some() {
+                Some(hash_range_sparse(&file, staged, size)?)
+            } else {
+                None
+            };
+            NewOverlay {
+                staged,
+                size,
+                digest,
+                sparse: options.sparse,
+            }
+        }
+    };
+    report.size = source.size;
     match &oci {
         Some(image) => add_oci_layer(image, &mut container, &mut edit, &source, &mut report),
         None => add_native_partition(&mut container, &mut edit, &source, &mut report),
@@ -200,10 +209,35 @@ pub fn add_overlay(path: &Path, options: &AddOptions) -> Result<AddReport> {
     Ok(report)
 }
 
-/// The ext3 image to add.
+/// Stage the existing ext3 image `from`, hashing it on the way.
+fn stage_existing(edit: &mut Edit<'_>, from: &Path, sparse: bool) -> Result<NewOverlay> {
+    let source = File::open(from).with_context(|| from.display())?;
+    let size = source.metadata().with_context(|| from.display())?.len();
+    let header = read_ext3_header(&source, 0, size).map_err(|e| e.context(from.display()))?;
+    if header.needs_recovery {
+        return Err(Error::refused(format!(
+            "{}: the ext3 journal needs recovery; run `e2fsck -fy` on it first",
+            from.display()
+        )));
+    }
+    // One pass over the overlay: staged past the live data and hashed on the way.
+    let mut reader = HashingReader::new(&source);
+    let reach = edit.old_len() + size + (1 << 20);
+    let staged = edit.stage(&mut reader, size, reach, sparse)?;
+    Ok(NewOverlay {
+        staged,
+        size,
+        digest: Some(reader.digest()),
+        sparse,
+    })
+}
+
+/// The ext3 image to add, staged past the live data.
 struct NewOverlay {
-    file: File,
+    staged: u64,
     size: u64,
+    /// Its digest (computed for OCI-SIF).
+    digest: Option<crate::digest::Digest>,
     /// Leave its all-zero blocks as holes.
     sparse: bool,
 }
@@ -215,11 +249,16 @@ fn add_oci_layer(
     source: &NewOverlay,
     report: &mut AddReport,
 ) -> Result<()> {
-    let NewOverlay { size, sparse, .. } = *source;
-    // One pass over the overlay: staged past the live data and hashed on the way.
-    let mut reader = HashingReader::new(&source.file);
-    let staged = edit.stage(&mut reader, size, 0, sparse)?;
-    let digest = reader.digest();
+    let NewOverlay {
+        staged,
+        size,
+        sparse,
+        ..
+    } = *source;
+    let digest = match source.digest {
+        Some(d) => d,
+        None => crate::digest::hash_range_sparse(edit.file(), staged, size)?,
+    };
     let layer = Descriptor {
         media_type: MediaType::Ext3Layer,
         size,
@@ -274,14 +313,7 @@ fn add_native_partition(
         ObjectSpec::partition(FsType::Ext3, PartType::Overlay, arch, group, size),
         time,
     )?;
-    let mut reader = &source.file;
-    if placed.offset >= edit.old_len() {
-        edit.write_past_end(placed.offset, &mut reader, size, sparse)?;
-    } else {
-        // Stale bytes lie past the last object: stage, then copy into place at commit.
-        let staged = edit.stage(&mut reader, size, placed.offset + size, sparse)?;
-        edit.copy(staged, placed.offset, size, sparse);
-    }
+    edit.copy(source.staged, placed.offset, size, sparse);
     edit.set_final_len(container.data_end());
     edit.write_changed_sectors(&old_metadata, &container.metadata_bytes());
     report.object = placed.id;

@@ -103,7 +103,6 @@ fn assert_crash_safe(old: &[u8], args: &[&str], random_trials: usize) {
 
 #[test]
 fn slow_add_is_crash_safe() {
-    require_tool!("mke2fs");
     let (dir, image) = scratch("sample.oci.sif");
     let overlay = dir.path().join("overlay.ext3");
     sifovl::fs::overlay::create_ext3_overlay(
@@ -113,6 +112,7 @@ fn slow_add_is_crash_safe() {
             create_dirs: vec![],
             uid: 0,
             gid: 0,
+            ..Default::default()
         },
     )
     .unwrap();

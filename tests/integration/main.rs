@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod ext;
 mod ext_journal;
+mod ext_write;
 mod fuse_stack;
 mod import;
 mod layering;

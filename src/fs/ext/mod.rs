@@ -25,6 +25,7 @@ mod inode;
 mod journal;
 pub(crate) mod superblock;
 mod walk;
+pub mod write;
 mod xattr;
 
 use std::fs::File;
@@ -34,6 +35,7 @@ pub use inode::Inode;
 pub use journal::{JournalCopy, Replay};
 use superblock::Superblock;
 pub use walk::ExtWalk;
+pub use write::{Ext3Options, Ext3Summary, Outcome, TreeNeeds, write_ext3};
 
 use crate::error::{Error, Result};
 use crate::fs::entry::{EntryKind, Metadata, Xattr};
