@@ -41,6 +41,8 @@ enum Command {
     Reconcile(overlay_cmds::ReconcileArgs),
     /// Turn the writable overlay into a read-only squashfs layer or partition.
     Seal(overlay_cmds::SealArgs),
+    /// Grow or shrink the writable overlay, keeping its content.
+    Resize(overlay_cmds::ResizeArgs),
     /// List the files of the overlay or a layer, without mounting.
     Ls(overlay_cmds::LsArgs),
     /// Remove the writable overlay (the undo of `add`).
@@ -125,6 +127,7 @@ pub fn run() -> ExitCode {
         Command::Add(args) => overlay_cmds::add(args),
         Command::Reconcile(args) => overlay_cmds::reconcile(args),
         Command::Seal(args) => overlay_cmds::seal(args),
+        Command::Resize(args) => overlay_cmds::resize(args),
         Command::Ls(args) => overlay_cmds::ls(args),
         Command::RemoveOverlay(args) => view_cmds::remove_overlay(args),
         Command::Cat(args) => view_cmds::cat(args),

@@ -14,6 +14,7 @@ pub mod reconcile;
 pub mod recover;
 pub mod recover_overlay;
 pub mod remove_overlay;
+pub mod resize;
 pub mod seal;
 pub mod transfer;
 pub mod verify;

@@ -170,3 +170,20 @@ fn slow_recover_overlay_is_crash_safe() {
     let old = std::fs::read(&image).unwrap();
     assert_crash_safe(&old, &["recover-overlay"], 100);
 }
+
+#[test]
+fn slow_resize_is_crash_safe() {
+    let (dir, image) = scratch("sample.oci.sif");
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("d")).unwrap();
+    std::fs::write(tree.join("d/file"), vec![3u8; 300_000]).unwrap();
+    std::os::unix::fs::symlink("d/file", tree.join("link")).unwrap();
+    run_ok(
+        sifovl()
+            .args(["add", "--sparse", "--from-dir"])
+            .arg(&tree)
+            .arg(&image),
+    );
+    let old = std::fs::read(&image).unwrap();
+    assert_crash_safe(&old, &["resize", "--size", "72"], 40);
+}

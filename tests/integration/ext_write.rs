@@ -448,3 +448,108 @@ fn add_from_dir_works_without_e2fsprogs_on_path_and_mounts_read_write() {
     result.unwrap();
     assert_fsck_clean(&image, offset, size);
 }
+
+/// Our reader's full listing of the overlay in `image` (inode numbers dropped).
+fn overlay_listing(image: &Path) -> BTreeMap<String, String> {
+    let (offset, size) = overlay_range(image);
+    let file = std::fs::File::open(image).unwrap();
+    let fs = ExtFs::open(&file, offset, size).unwrap();
+    listing(&fs, b"")
+        .into_iter()
+        .map(|(k, v)| (k, v.split(" ino=").next().unwrap().to_string()))
+        .collect()
+}
+
+/// debugfs's view of a few facts of the overlay (link count, xattrs, device numbers).
+fn debugfs_facts(image: &Path) -> Vec<String> {
+    let (offset, size) = overlay_range(image);
+    let copy = tempfile::NamedTempFile::new().unwrap();
+    let f = std::fs::File::open(image).unwrap();
+    let mut data = vec![0u8; size as usize];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut data, offset).unwrap();
+    std::fs::write(copy.path(), &data).unwrap();
+    let p = copy.path();
+    let grab = |req: &str, keys: &[&str]| -> String {
+        let out = debugfs(p, req);
+        out.lines()
+            .filter(|l| keys.iter().any(|k| l.contains(k)))
+            .map(|l| l.split("Generation").next().unwrap().trim().to_string())
+            .collect::<Vec<_>>()
+            .join("|")
+    };
+    vec![
+        grab("stat /upper/etc/hosts", &["Links:", "Size:"]),
+        grab("stat /upper/gone", &["Device major/minor"]),
+        grab("ea_list /upper/etc/conf.d", &["trusted"]),
+        grab("cat /upper/etc/hosts.bak", &["localhost"]),
+        grab("stat /upper/etc/conf.d/link", &["Fast link dest"]),
+    ]
+}
+
+/// Check a resized overlay: verify, e2fsck clean, same tree for our reader and debugfs.
+fn assert_resized(image: &Path, mib: u64, before: &BTreeMap<String, String>, facts: &[String]) {
+    run_ok(sifovl().arg("verify").arg(image));
+    let (offset, size) = overlay_range(image);
+    assert_eq!(size, mib << 20);
+    assert_fsck_clean(image, offset, size);
+    assert_eq!(&overlay_listing(image), before, "resized to {mib} MiB");
+    assert_eq!(debugfs_facts(image), facts, "resized to {mib} MiB");
+}
+
+#[test]
+fn resize_grows_and_shrinks_keeping_the_tree_and_refuses_below_the_content() {
+    require_tool!("e2fsck");
+    require_tool!("debugfs");
+    for sample in ["sample.oci.sif", "sample.sif"] {
+        let (dir, image) = scratch(sample);
+        let tree = dir.path().join("tree");
+        small_tree(&tree);
+        let big: Vec<u8> = (0..(40u32 << 20)).map(|i| (i % 249) as u8 | 1).collect();
+        std::fs::write(tree.join("big1.bin"), &big).unwrap();
+        std::fs::write(tree.join("big2.bin"), &big).unwrap();
+        run_ok(
+            sifovl()
+                .args(["add", "--sparse", "--size", "256", "--from-dir"])
+                .arg(&tree)
+                .arg(&image),
+        );
+        let before = overlay_listing(&image);
+        let facts = debugfs_facts(&image);
+        assert!(facts[0].contains("Links: 2"), "{facts:?}");
+        run_ok(sifovl().args(["resize", "--size", "1G"]).arg(&image));
+        assert_resized(&image, 1024, &before, &facts);
+        run_ok(sifovl().args(["resize", "--size", "160M"]).arg(&image));
+        assert_resized(&image, 160, &before, &facts);
+        // Below the 80 MiB of content: refused, naming the size needed; nothing changes.
+        let old = std::fs::read(&image).unwrap();
+        let out = sifovl()
+            .args(["resize", "--size", "64"])
+            .arg(&image)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("needs --size "), "{err}");
+        assert!(
+            std::fs::read(&image).unwrap() == old,
+            "a refused resize changed the file"
+        );
+        let need: u64 = err
+            .split("needs --size ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((80..110).contains(&need), "{err}");
+        // The size it names is enough.
+        run_ok(
+            sifovl()
+                .args(["resize", "--size", &need.to_string()])
+                .arg(&image),
+        );
+        assert_resized(&image, need, &before, &facts);
+    }
+}
