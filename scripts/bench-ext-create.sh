@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Benchmark: creating overlays with sifovl's own ext3 writer.
+#  1. `add --sparse --size 10240` (10 GiB) against one sha256sum pass over a 10 GiB sparse file
+#     and `mke2fs -t ext3` of the same size (goal: at most 1.2x the hash pass, SIF sparse);
+#  2. `add --from-dir` against `mke2fs -t ext3 -d` on the corpus trees (goal: at least as fast);
+#  3. `resize` of a 1 GiB overlay holding 500 MB to 2 GiB and back to 1 GiB.
+# usage: scripts/bench-ext-create.sh [CORPUS_DIR]   (default /work/corpus-squashfs; trees
+#        `generated` and `linux-root` from scripts/corpus.sh; missing ones are skipped)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+corpus=${1:-/work/corpus-squashfs}
+cargo build --release --locked --quiet
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release/sifovl
+work=$(mktemp -d "${TMPDIR:-/tmp}/sifovl-bench.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+t() { python3 scripts/measure.py "$@" 2>&1 >/dev/null | tail -1 | cut -d' ' -f1; }
+ratio() { echo "scale=2; $1 / $2" | bc -l; }
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# 1. an empty 10 GiB overlay
+cp testdata/sample.oci.sif "$work/a.sif"
+add=$(t "$bin" add --sparse --size 10240 "$work/a.sif")
+alloc=$(du -k "$work/a.sif" | cut -f1)
+truncate -s 10G "$work/zero.img"
+sha=$(t sha256sum "$work/zero.img")
+rm -f "$work/zero.img"; truncate -s 10G "$work/m.img"
+mkfs=$(t mke2fs -q -F -t ext3 "$work/m.img"); rm -f "$work/m.img"
+printf '10 GiB overlay:  add --sparse %6.2f s (SIF allocates %s KiB)\n' "$add" "$alloc"
+printf '                 sha256sum    %6.2f s  add/sha256sum = %s\n' "$sha" "$(ratio "$add" "$sha")"
+printf '                 mke2fs ext3  %6.2f s (a bare file, no hash, no SIF)\n' "$mkfs"
+
+# 2. --from-dir against mke2fs -d
+for tree in generated linux-root; do
+  src=$corpus/$tree
+  [ -d "$src" ] || { echo "$tree: not in $corpus, skipped"; continue; }
+  mib=$(( $(du -sm "$src" | cut -f1) * 2 + 256 ))
+  cat "$(find "$src" -type f | head -1)" >/dev/null
+  find "$src" -type f -print0 | xargs -0 cat >/dev/null 2>&1 || true
+  mkdir -p "$work/ovl/work"; rm -rf "$work/ovl/upper"; cp -a "$src" "$work/ovl/upper"
+  cp testdata/sample.oci.sif "$work/b.sif"
+  ours=$(t "$bin" add --sparse --size "$mib" --from-dir "$src" "$work/b.sif")
+  truncate -s "${mib}M" "$work/m.img"
+  theirs=$(t mke2fs -q -F -t ext3 -d "$work/ovl" "$work/m.img")
+  rm -f "$work/m.img" "$work/b.sif"
+  printf '%-11s add --from-dir %6.2f s  mke2fs -d %6.2f s  ours/mke2fs = %s (%s MiB overlay)\n' \
+    "$tree" "$ours" "$theirs" "$(ratio "$ours" "$theirs")" "$mib"
+done
+
+# 3. resize a 1 GiB overlay holding 500 MB
+python3 scripts/gen-tree.py "$work/t500" 2000 500 >/dev/null
+cp testdata/sample.oci.sif "$work/c.sif"
+"$bin" add --sparse --size 1024 --from-dir "$work/t500" "$work/c.sif" >/dev/null
+cat "$work/c.sif" >/dev/null
+grow=$(t "$bin" resize --size 2048 "$work/c.sif")
+shrink=$(t "$bin" resize --size 1024 "$work/c.sif")
+dd if="$work/c.sif" of=/dev/null bs=4M 2>/dev/null
+cp_t=$(t cp --sparse=always "$work/c.sif" "$work/copy.sif"); rm -f "$work/copy.sif"
+printf 'resize 1 GiB holding 500 MB: to 2 GiB %6.2f s, back to 1 GiB %6.2f s; cp of the SIF %6.2f s\n' \
+  "$grow" "$shrink" "$cp_t"
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
