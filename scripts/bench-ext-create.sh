@@ -13,7 +13,7 @@ cargo build --release --locked --quiet
 bin=${CARGO_TARGET_DIR:-$PWD/target}/release/sifovl
 work=$(mktemp -d "${TMPDIR:-/tmp}/sifovl-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-t() { python3 scripts/measure.py "$@" 2>&1 >/dev/null | tail -1 | cut -d' ' -f1; }
+t() { python3 scripts/measure.py "$@" | tail -1 | cut -d' ' -f1; }
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 
