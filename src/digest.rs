@@ -254,7 +254,9 @@ pub fn hash_range(file: &File, offset: u64, len: u64) -> Result<Digest> {
         // A fresh channel with room for three: cannot fail.
         let _ = empty_tx.send(vec![0u8; BLOCK]);
     }
-    std::thread::scope(|scope| {
+    // `move`: on an early return (an error, a stop) the channels' ends drop with this
+    // closure, which ends the reader thread before the scope waits for it.
+    std::thread::scope(move |scope| {
         scope.spawn(move || {
             let mut done = 0u64;
             while done < len {
@@ -274,6 +276,7 @@ pub fn hash_range(file: &File, offset: u64, len: u64) -> Result<Digest> {
         let progress = crate::progress::task("hashing", len);
         let mut done = 0u64;
         while done < len {
+            crate::interrupt::check()?;
             let (buf, n) = full_rx
                 .recv()
                 .map_err(|_| Error::io("reading", io::Error::other("reader thread stopped")))?

@@ -24,11 +24,13 @@ pub enum ErrorKind {
     InUse,
     /// The object, digest or path asked for does not exist.
     NotFound,
+    /// The user asked the work to stop (a signal); nothing was changed.
+    Interrupted,
 }
 
 impl ErrorKind {
     /// A short stable name, for JSON reports: `io`, `malformed`, `unsupported`, `refused`,
-    /// `in-use`, `not-found`.
+    /// `in-use`, `not-found`, `interrupted`.
     pub fn name(self) -> &'static str {
         match self {
             ErrorKind::Io => "io",
@@ -37,6 +39,7 @@ impl ErrorKind {
             ErrorKind::Refused => "refused",
             ErrorKind::InUse => "in-use",
             ErrorKind::NotFound => "not-found",
+            ErrorKind::Interrupted => "interrupted",
         }
     }
 }

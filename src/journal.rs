@@ -609,6 +609,7 @@ impl<'a> Edit<'a> {
         let mut done = 0u64;
         let progress = crate::progress::task("writing", len);
         while done < len {
+            crate::interrupt::check()?;
             let n = (len - done).min(CHUNK as u64) as usize;
             data.read_exact(&mut buf[..n]).with_context(what)?;
             if !(sparse && buf[..n].iter().all(|&b| b == 0)) {
@@ -662,6 +663,8 @@ impl<'a> Edit<'a> {
 
     /// Make the edit durable and apply it.
     pub fn commit(mut self) -> Result<()> {
+        // The last moment a stop can be honoured: from here on the edit completes.
+        crate::interrupt::check()?;
         let what = |p: &Path| format!("{}: committing edit", p.display());
         self.record.ops = disjoint_zeroes(std::mem::take(&mut self.record.ops));
         // Staged data must never be overwritten by the operations that read it, or a replay
@@ -686,9 +689,20 @@ impl<'a> Edit<'a> {
         }
         self.record.state = STATE_COMMITTED;
         write_journal(&self.path, &self.record)?;
-        apply(self.file, &self.record).with_context(|| what(&self.path))?;
-        remove_journal(&self.path)?;
+        // Past the commit point the edit must complete, never roll back: live bytes may
+        // be rewritten from here on. If applying fails (a full disk), the committed
+        // journal stays for the next open to finish.
         self.done = true;
+        apply(self.file, &self.record).map_err(|e| {
+            Error::io(
+                format!(
+                    "{}: committing edit (it is committed: the next sifovl command on the image, or `sifovl recover`, completes it once the cause is fixed)",
+                    self.path.display()
+                ),
+                e,
+            )
+        })?;
+        remove_journal(&self.path)?;
         Ok(())
     }
 

@@ -8,7 +8,8 @@
 //!   ops         add / reconcile / seal / inspect / verify / ls / pack: plain functions
 //!   ocisif      the OCI image layout stored inside a SIF; the update engine as a plan
 //!   sif | oci | fs   the SIF container | OCI media types and JSON | ext, squashfs, tar
-//!   error, digest, progress, journal   one-line errors, SHA-256, progress, crash-safe edits
+//!   error, digest, progress, interrupt, journal   one-line errors, SHA-256, progress,
+//!               stopping on a signal, crash-safe edits
 //! ```
 //!
 //! See `docs/architecture.md` for the rules each layer keeps and the data flow.
@@ -18,6 +19,7 @@
 pub mod digest;
 pub mod error;
 pub mod fs;
+pub mod interrupt;
 pub mod journal;
 pub mod oci;
 pub(crate) mod ocisif;

@@ -120,6 +120,25 @@ pub fn run() -> ExitCode {
     // place); clap's own usage errors stay text.
     let json = std::env::args_os().skip(1).any(|a| a == "--json");
     let cli = Cli::parse();
+    // Commands that edit an image or write files stop cleanly on a first signal (rolled
+    // back, temporary files removed); the others keep the default: they end at once.
+    if matches!(
+        cli.command,
+        Command::Add(_)
+            | Command::Reconcile(_)
+            | Command::Seal(_)
+            | Command::RemoveOverlay(_)
+            | Command::RecoverOverlay(_)
+            | Command::Extract(_)
+            | Command::Mksquashfs(_)
+            | Command::Mktar(_)
+            | Command::ExportLayer(_)
+            | Command::Import(_)
+            | Command::Export(_)
+            | Command::Pull(_)
+    ) {
+        stop_cleanly_on_signals();
+    }
     output::set_quiet(cli.quiet);
     install_progress(cli.quiet);
     let started = std::time::Instant::now();
@@ -168,6 +187,11 @@ pub fn run() -> ExitCode {
         Ok(Outcome::CheckFailed) => ExitCode::from(1),
         // The reader of our output went away (`| head`): its choice, not our failure.
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(e) if e.kind() == sifovl::ErrorKind::Interrupted => {
+            eprintln!("sifovl: {}", e.to_string().replace('\n', " "));
+            // The shell's convention for "ended by SIGINT".
+            ExitCode::from(130)
+        }
         Err(e) => {
             // One line, whatever the error carries.
             let message = e.to_string().replace('\n', " ");
@@ -211,6 +235,25 @@ fn first_existing_path() -> Option<String> {
         .filter(|a| !a.to_string_lossy().starts_with('-'))
         .find(|a| std::path::Path::new(a).exists())
         .map(|a| a.to_string_lossy().into_owned())
+}
+
+/// SIGINT, SIGTERM and SIGHUP ask the work to stop at its next check (the edit rolls back,
+/// temporary files go); a second one ends the process at once (an edit interrupted that way
+/// is finished or rolled back by the next sifovl command, as after a crash).
+fn stop_cleanly_on_signals() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    for signal in [SIGINT, SIGTERM, SIGHUP] {
+        // SAFETY: the handler does only async-signal-safe work: atomic loads and stores,
+        // and `_exit`.
+        let _ = unsafe {
+            signal_hook::low_level::register(signal, || {
+                if sifovl::interrupt::stop_requested() {
+                    signal_hook::low_level::exit(130);
+                }
+                sifovl::interrupt::request_stop();
+            })
+        };
+    }
 }
 
 /// The process's peak resident memory (`VmHWM`), in KiB; 0 where /proc does not say.

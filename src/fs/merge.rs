@@ -268,6 +268,7 @@ impl LayerMerge {
 
     /// Pass 1: the next entry of the current layer (every entry the source yields, in order).
     pub fn observe(&mut self, entry: &Entry) -> Result<()> {
+        crate::interrupt::check()?;
         let seq = self.seq;
         self.seq += 1;
         match classify(entry) {

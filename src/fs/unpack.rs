@@ -305,6 +305,8 @@ impl DirWriter {
 
 impl EntrySink for DirWriter {
     fn add_entry(&mut self, entry: &Entry, content: Option<&mut dyn Read>) -> Result<()> {
+        // Between entries, a stop asked by a signal is honoured.
+        crate::interrupt::check()?;
         match &entry.kind {
             EntryKind::Directory => self.make_dir(entry)?,
             EntryKind::File { size } => self.write_file(entry, *size, content)?,

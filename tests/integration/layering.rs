@@ -7,13 +7,14 @@ use std::path::Path;
 const ALLOWED: &[(&str, &[&str])] = &[
     // Base layer: knows nothing of containers, formats or operations.
     ("error", &[]),
-    ("digest", &["error", "progress"]),
+    ("digest", &["error", "progress", "interrupt"]),
     ("progress", &[]),
     ("time", &[]),
-    ("journal", &["error", "digest", "progress"]),
+    ("interrupt", &["error"]),
+    ("journal", &["error", "digest", "progress", "interrupt"]),
     // Codecs, each on its own over the base.
     ("sif", &["error", "digest", "time"]),
-    ("fs", &["error", "digest", "progress"]),
+    ("fs", &["error", "digest", "progress", "interrupt"]),
     ("oci", &["error", "digest", "time"]),
     // How an OCI image lives in a SIF: sif + oci, never filesystems or journals.
     ("ocisif", &["error", "digest", "sif", "oci"]),
@@ -23,7 +24,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "ops",
         &[
-            "error", "digest", "progress", "journal", "sif", "fs", "oci", "ocisif", "registry",
+            "error",
+            "digest",
+            "progress",
+            "interrupt",
+            "journal",
+            "sif",
+            "fs",
+            "oci",
+            "ocisif",
+            "registry",
             "time",
         ],
     ),

@@ -13,6 +13,7 @@ mod layering;
 mod ocisif;
 mod recover_overlay;
 mod registry;
+mod reliability;
 mod seal;
 mod sif;
 mod sifcheck;

@@ -1236,6 +1236,8 @@ fn basic_type(kind: &Kind) -> u16 {
 }
 impl EntrySink for SquashfsWriter<'_> {
     fn add_entry(&mut self, entry: &Entry, content: Option<&mut dyn Read>) -> Result<()> {
+        // Between entries, a stop asked by a signal is honoured.
+        crate::interrupt::check()?;
         let path = entry.display_path();
         if entry.path.is_empty() {
             if entry.kind != EntryKind::Directory {

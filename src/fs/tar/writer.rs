@@ -205,6 +205,8 @@ impl<W: Write> TarLayerWriter<W> {
 
 impl<W: Write> EntrySink for TarLayerWriter<W> {
     fn add_entry(&mut self, entry: &Entry, content: Option<&mut dyn Read>) -> Result<()> {
+        // Between entries, a stop asked by a signal is honoured.
+        crate::interrupt::check()?;
         if entry.path.is_empty() {
             // The layer's root is implied, as sqfs2tar and Docker do.
             return Ok(());

@@ -1,0 +1,402 @@
+//! Faults of a real system (issue 16): a signal in the middle of a long command, a full
+//! disk at many points of an edit, two processes on one image, and an image whose file
+//! metadata and symlink must survive an in-place edit. After each, the image is the old
+//! one or the new one, nothing is left beside it (no temporary file, no journal), and the
+//! command said what happened in one line.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::ocisif::simulate_writable_run;
+use crate::require_tool;
+use crate::util::{run_ok, sifovl};
+
+fn sha(path: &Path) -> String {
+    crate::sifcheck::sha256(&std::fs::read(path).unwrap())
+}
+
+fn names(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Random bytes (xorshift), incompressible enough to make sealing take a while.
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        out.extend_from_slice(&seed.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// An OCI-SIF whose overlay holds `payload_mib` MiB of noise in several files.
+fn image_with_payload(dir: &Path, payload_mib: usize) -> PathBuf {
+    let image = dir.join("image.oci.sif");
+    std::fs::copy(crate::ocisif::sample("sample.oci.sif"), &image).unwrap();
+    run_ok(
+        sifovl()
+            .args(["add", "--sparse", "--size", "128"])
+            .arg(&image),
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let mut commands = Vec::new();
+    for i in 0..payload_mib.div_ceil(4) {
+        let file = scratch.path().join(format!("part{i}"));
+        std::fs::write(&file, noise(4 << 20, i as u64 + 1)).unwrap();
+        commands.push(format!("write {} /upper/part{i}", file.display()));
+    }
+    let commands: Vec<&str> = commands.iter().map(String::as_str).collect();
+    simulate_writable_run(&image, &commands);
+    image
+}
+
+/// Send `signal` to a running `args` on `image` after `delay`; returns the exit code and
+/// stderr.
+fn signalled(args: &[&str], image: &Path, signal: i32, delay: Duration) -> (Option<i32>, String) {
+    let child = sifovl()
+        .args(args)
+        .arg(image)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    let _ = rustix::process::kill_process(
+        pid,
+        rustix::process::Signal::from_named_raw(signal).unwrap(),
+    );
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_signal_during_seal_or_reconcile_leaves_the_image_old_or_new_and_nothing_behind() {
+    require_tool!("mke2fs");
+    require_tool!("debugfs");
+    let dir = tempfile::tempdir().unwrap();
+    let original = image_with_payload(dir.path(), 24);
+    let old = sha(&original);
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let image = work.join("image.oci.sif");
+    for args in [&["seal"][..], &["reconcile"]] {
+        // The uninterrupted run: its time and its result.
+        std::fs::copy(&original, &image).unwrap();
+        let started = Instant::now();
+        run_ok(
+            sifovl()
+                .args(args)
+                .arg(&image)
+                .env("SOURCE_DATE_EPOCH", "1700000000"),
+        );
+        let took = started.elapsed();
+        let new = sha(&image);
+        let (mut stopped, mut finished) = (0, 0);
+        for (i, signal) in [2, 15, 2, 15, 2, 15, 2, 15].into_iter().enumerate() {
+            std::fs::copy(&original, &image).unwrap();
+            let delay = took.mul_f64((i as f64 + 0.5) / 8.0);
+            let mut cmd_args = args.to_vec();
+            cmd_args.push("--json");
+            let (code, stderr) = signalled(&cmd_args, &image, signal, delay);
+            let got = sha(&image);
+            match code {
+                Some(0) => {
+                    finished += 1;
+                    assert_eq!(got, new, "{args:?}: finished, so new");
+                }
+                Some(130) => {
+                    stopped += 1;
+                    assert_eq!(got, old, "{args:?}: stopped, so old");
+                    assert!(stderr.contains("interrupted by a signal"), "{stderr}");
+                    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+                }
+                other => panic!("{args:?} signal {signal} after {delay:?}: {other:?} {stderr}"),
+            }
+            assert_eq!(
+                names(&work),
+                BTreeSet::from(["image.oci.sif".to_string()]),
+                "{args:?}: something left beside the image"
+            );
+            assert!(!sifovl::journal::pending(&image));
+        }
+        eprintln!(
+            "{args:?}: {took:?} uninterrupted; signals stopped {stopped}, {finished} finished"
+        );
+        assert!(stopped > 0, "{args:?}: no signal landed during the work");
+    }
+}
+
+#[test]
+fn a_signal_during_import_leaves_no_output() {
+    require_tool!("mke2fs");
+    require_tool!("debugfs");
+    let dir = tempfile::tempdir().unwrap();
+    let image = image_with_payload(dir.path(), 24);
+    run_ok(sifovl().arg("seal").arg(&image));
+    let layout = dir.path().join("layout");
+    run_ok(
+        sifovl()
+            .args(["export", "--layer-format", "tar"])
+            .arg(&image)
+            .arg(&layout),
+    );
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("new.sif");
+    let started = Instant::now();
+    run_ok(sifovl().arg("import").arg(&layout).arg(&out));
+    let took = started.elapsed();
+    std::fs::remove_file(&out).unwrap();
+    let mut stopped = 0;
+    for i in 0..4 {
+        let mut child = sifovl()
+            .arg("import")
+            .arg(&layout)
+            .arg(&out)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(took.mul_f64((i as f64 + 0.5) / 5.0));
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
+        let status = child.wait().unwrap();
+        if status.code() == Some(130) {
+            stopped += 1;
+            assert!(names(&out_dir).is_empty(), "{:?}", names(&out_dir));
+        } else {
+            assert!(status.success());
+            run_ok(sifovl().arg("verify").arg(&out));
+            std::fs::remove_file(&out).unwrap();
+        }
+    }
+    assert!(stopped > 0, "no signal landed during the import");
+}
+
+#[test]
+fn two_processes_on_one_image_never_both_write() {
+    require_tool!("mke2fs");
+    require_tool!("debugfs");
+    let dir = tempfile::tempdir().unwrap();
+    let image = image_with_payload(dir.path(), 24);
+    let old = sha(&image);
+    let mut seal = sifovl()
+        .arg("seal")
+        .arg(&image)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (mut refused, mut readers) = (0, 0);
+    loop {
+        if seal.try_wait().unwrap().is_some() {
+            break;
+        }
+        // A second editor is refused while the first holds the lock...
+        let out = sifovl()
+            .args(["add", "--sparse"])
+            .arg(&image)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        if seal.try_wait().unwrap().is_none() {
+            assert_eq!(out.status.code(), Some(2), "{err}");
+            assert!(err.contains("in use"), "{err}");
+            refused += 1;
+        }
+        // ...and a reader sees the old image or the new one, or is told to wait.
+        let out = sifovl().arg("verify").arg(&image).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        match out.status.code() {
+            Some(0) => readers += 1,
+            Some(2) if err.contains("in use") => {}
+            other => panic!("verify during an edit: {other:?} {err}"),
+        }
+    }
+    assert!(seal.wait().unwrap().success());
+    assert_ne!(sha(&image), old);
+    run_ok(sifovl().arg("verify").arg(&image));
+    assert!(refused > 0, "the edit ended before a second one was tried");
+    eprintln!("concurrent add refused {refused} times; {readers} reads completed");
+}
+
+#[test]
+fn a_full_disk_at_any_point_leaves_the_image_old_or_new() {
+    require_tool!("mke2fs");
+    require_tool!("debugfs");
+    if !rustix::process::geteuid().is_root() {
+        assert!(
+            !crate::util::under_ci(),
+            "mounting a small tmpfs needs root under CI"
+        );
+        eprintln!("SKIPPED: mounting a small tmpfs needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let source = image_with_payload(dir.path(), 8);
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    run_ok(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=48m", "tmpfs"])
+            .arg(&mnt),
+    );
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let image = mnt.join("image.oci.sif");
+    let filler = mnt.join("filler");
+    let mut outcomes = std::collections::BTreeMap::new();
+    // The overlay is mostly holes: copy it as such (a plain copy onto tmpfs fills them).
+    let copy = || {
+        run_ok(
+            Command::new("cp")
+                .arg("--sparse=always")
+                .arg(&source)
+                .arg(&image),
+        );
+    };
+    for args in [&["seal"][..], &["reconcile"], &["remove-overlay"]] {
+        // The new state, with room to spare.
+        copy();
+        let old = sha(&image);
+        run_ok(
+            sifovl()
+                .args(args)
+                .arg(&image)
+                .env("SOURCE_DATE_EPOCH", "1700000000"),
+        );
+        let new = sha(&image);
+        for free_kib in [0u64, 4, 16, 64, 256, 1024, 4096, 12288, 20480] {
+            let _ = std::fs::remove_file(&filler);
+            copy();
+            let stat = rustix::fs::statvfs(&mnt).unwrap();
+            let available = stat.f_bavail * stat.f_frsize;
+            let fill = available.saturating_sub(free_kib << 10);
+            let f = std::fs::File::create(&filler).unwrap();
+            // Real blocks (tmpfs has no fallocate beyond size), written once.
+            let chunk = vec![1u8; 1 << 20];
+            let mut written = 0;
+            while written < fill {
+                let n = (fill - written).min(chunk.len() as u64) as usize;
+                if std::io::Write::write_all(&mut &f, &chunk[..n]).is_err() {
+                    break;
+                }
+                written += n as u64;
+            }
+            drop(f);
+            let out = sifovl()
+                .args(args)
+                .arg(&image)
+                .env("SOURCE_DATE_EPOCH", "1700000000")
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            let _ = std::fs::remove_file(&filler);
+            // Recovery, if any was needed, happens on the next open.
+            run_ok(sifovl().arg("recover").arg(&image));
+            let got = sha(&image);
+            let outcome = match out.status.code() {
+                Some(0) => {
+                    assert_eq!(got, new, "{args:?} {free_kib} KiB free: succeeded, so new");
+                    "new"
+                }
+                // Out of space past the commit point: the edit is committed, and the
+                // next open (here `recover`) completes it.
+                Some(2) if err.contains("it is committed") => {
+                    assert_eq!(got, new, "{args:?} {free_kib} KiB free: committed, so new");
+                    assert!(err.contains("No space left"), "{args:?}: {err}");
+                    "ENOSPC after the commit point, new after recovery"
+                }
+                Some(2) => {
+                    assert_eq!(
+                        got, old,
+                        "{args:?} {free_kib} KiB free: failed, so old: {err}"
+                    );
+                    assert!(err.contains("No space left"), "{args:?}: {err}");
+                    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+                    "ENOSPC, old"
+                }
+                other => panic!("{args:?} {free_kib} KiB free: {other:?} {err}"),
+            };
+            assert_eq!(
+                names(&mnt),
+                BTreeSet::from(["image.oci.sif".to_string()]),
+                "{args:?} {free_kib} KiB free: something left beside the image"
+            );
+            outcomes.insert(format!("{args:?} with {free_kib} KiB free"), outcome);
+        }
+    }
+    eprintln!("{outcomes:#?}");
+    assert!(outcomes.values().any(|o| *o == "ENOSPC, old"));
+    assert!(outcomes.values().any(|o| *o == "new"));
+}
+
+#[test]
+fn mode_owner_xattrs_and_a_symlink_survive_an_in_place_edit() {
+    require_tool!("mke2fs");
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("real.oci.sif");
+    std::fs::copy(crate::ocisif::sample("sample.oci.sif"), &image).unwrap();
+    let link = dir.path().join("link.oci.sif");
+    std::os::unix::fs::symlink(&image, &link).unwrap();
+    std::fs::set_permissions(&image, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let root = rustix::process::geteuid().is_root();
+    if root {
+        std::os::unix::fs::chown(&image, Some(1234), Some(5678)).unwrap();
+    }
+    rustix::fs::setxattr(&image, "user.keep", b"me", rustix::fs::XattrFlags::empty()).unwrap();
+    let before = std::fs::metadata(&image).unwrap();
+    for args in [
+        &["add", "--sparse"][..],
+        &["reconcile"],
+        &["seal"],
+        &["remove-overlay"],
+    ] {
+        let out = sifovl().args(args).arg(&link).output().unwrap();
+        // remove-overlay after seal has nothing to remove: refused, which is fine here.
+        assert!(
+            out.status.success() || args == ["remove-overlay"],
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        let after = std::fs::metadata(&image).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(after.mode(), before.mode(), "{args:?}");
+        assert_eq!(
+            (after.uid(), after.gid()),
+            (before.uid(), before.gid()),
+            "{args:?}"
+        );
+        assert_eq!(after.ino(), before.ino(), "{args:?}: edited in place");
+        let mut value = [0u8; 16];
+        let n = rustix::fs::getxattr(&image, "user.keep", &mut value).unwrap();
+        assert_eq!(&value[..n], b"me", "{args:?}");
+    }
+    assert_eq!(
+        names(dir.path()),
+        BTreeSet::from(["real.oci.sif".into(), "link.oci.sif".into()])
+    );
+}
