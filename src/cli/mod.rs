@@ -128,6 +128,7 @@ pub fn run() -> ExitCode {
             | Command::Reconcile(_)
             | Command::Seal(_)
             | Command::RemoveOverlay(_)
+            | Command::Resize(_)
             | Command::RecoverOverlay(_)
             | Command::Extract(_)
             | Command::Mksquashfs(_)
