@@ -380,6 +380,8 @@ struct Writer<'f> {
     data_bytes: u64,
     /// Set when the filesystem ran out of blocks or inodes.
     full: Option<&'static str>,
+    /// The file-content buffer, reused.
+    buf: Vec<u8>,
 }
 
 impl<'f> Writer<'f> {
@@ -420,6 +422,7 @@ impl<'f> Writer<'f> {
             batch: (0, Vec::new()),
             data_bytes: 0,
             full: None,
+            buf: Vec::new(),
         };
         w.write_journal()?;
         Ok(w)
@@ -768,7 +771,10 @@ impl<'f> Writer<'f> {
         }
         self.set_size(ino, size);
         let mut map = BlockMap::new();
-        let mut buf = vec![0u8; CHUNK];
+        // One buffer for every file (most are small: allocating per file costs more than
+        // copying them).
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(CHUNK, 0);
         let mut done = 0u64;
         let mut data_blocks = 0u64;
         // Physical block of each block of the chunk (0: hole).
@@ -809,6 +815,7 @@ impl<'f> Writer<'f> {
             }
             done += n as u64;
         }
+        self.buf = buf;
         let (i_block, meta) = map.finish(self)?;
         self.set_i_block(ino, &i_block);
         self.add_sectors(ino, data_blocks + meta);
