@@ -1,6 +1,7 @@
 //! clap front end. Exit codes: 0 success, 1 "checked and found wanting" (verify, --check),
 //! 2 error (bad input, refused operation, I/O failure), printed as one line.
 
+mod batch;
 mod image_cmds;
 mod output;
 mod overlay_cmds;
@@ -113,6 +114,8 @@ pub enum Outcome {
     Success,
     /// A check ran and found a problem (exit 1).
     CheckFailed,
+    /// Some of several images failed; each error was already said (exit 2).
+    Failed,
 }
 
 pub fn run() -> ExitCode {
@@ -186,6 +189,7 @@ pub fn run() -> ExitCode {
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::CheckFailed) => ExitCode::from(1),
+        Ok(Outcome::Failed) => ExitCode::from(2),
         // The reader of our output went away (`| head`): its choice, not our failure.
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) if e.kind() == sifovl::ErrorKind::Interrupted => {

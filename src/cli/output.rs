@@ -16,8 +16,14 @@ pub fn write_out(text: &str) -> Result<()> {
         .map_err(|e| Error::io("writing to standard output", e))
 }
 
-/// Print a report as pretty JSON on standard output.
+/// Print a report as pretty JSON on standard output (or hand it to the combined report of
+/// several images).
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    if let Ok(v) = serde_json::to_value(value)
+        && super::batch::collect(&v)
+    {
+        return Ok(());
+    }
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::io("encoding the JSON report", e.into()))?;
     write_out(&format!("{text}\n"))

@@ -1,6 +1,6 @@
 //! Overlay commands: add, reconcile, inspect, verify, recover.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
@@ -21,8 +21,11 @@ use super::output::{emit, print_json, write_out};
 The overlay is written by sifovl itself (no mke2fs): ext3 with a journal, 4 KiB blocks,
 the features SingularityCE accepts; upper/ and work/ owned by you.")]
 pub struct AddArgs {
-    /// The SIF or OCI-SIF image to edit in place.
-    pub image: PathBuf,
+    /// The SIF or OCI-SIF image to edit in place; several may be given.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    #[command(flatten)]
+    pub batch: super::batch::BatchArgs,
     /// Overlay size: MiB, or with a unit (512M, 1G, 1.5G); at least 64 MiB.
     #[arg(short, long, default_value = "64", value_parser = super::units::mib, value_name = "SIZE")]
     pub size: u64,
@@ -68,16 +71,22 @@ pub(super) fn warn_invalidated(signatures: &[u32], dropped_cosign: usize) {
 }
 
 pub fn add(args: AddArgs) -> Result<Outcome> {
+    super::batch::run(&args.images, args.batch, args.json, |image| {
+        add_one(&args, image)
+    })
+}
+
+fn add_one(args: &AddArgs, image: &Path) -> Result<Outcome> {
     let options = ops::add::AddOptions {
         size_mib: args.size,
         sparse: args.sparse,
-        create_dirs: args.create_dir,
-        from: args.from,
-        from_dir: args.from_dir,
+        create_dirs: args.create_dir.clone(),
+        from: args.from.clone(),
+        from_dir: args.from_dir.clone(),
         force: args.force,
         ..Default::default()
     };
-    let report = ops::add::add_overlay(&args.image, &options)?;
+    let report = ops::add::add_overlay(image, &options)?;
     warn_invalidated(
         &report.invalidated_signatures,
         report.dropped_cosign_entries,
@@ -167,8 +176,11 @@ Examples:
   sifovl reconcile --check image.oci.sif  # is it needed?"
 )]
 pub struct ReconcileArgs {
-    /// The OCI-SIF image whose overlay changed.
-    pub image: PathBuf,
+    /// The OCI-SIF image whose overlay changed; several may be given.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    #[command(flatten)]
+    pub batch: super::batch::BatchArgs,
     /// Change nothing; exit 1 if the image is out of sync.
     #[arg(long)]
     pub check: bool,
@@ -178,7 +190,13 @@ pub struct ReconcileArgs {
 }
 
 pub fn reconcile(args: ReconcileArgs) -> Result<Outcome> {
-    let report = ops::reconcile::reconcile(&args.image, args.check)?;
+    super::batch::run(&args.images, args.batch, args.json, |image| {
+        reconcile_one(&args, image)
+    })
+}
+
+fn reconcile_one(args: &ReconcileArgs, image: &Path) -> Result<Outcome> {
+    let report = ops::reconcile::reconcile(image, args.check)?;
     warn_invalidated(
         &report.invalidated_signatures,
         report.dropped_cosign_entries,
@@ -241,15 +259,24 @@ Example:
   sifovl verify image.oci.sif"
 )]
 pub struct VerifyArgs {
-    /// The SIF or OCI-SIF image to check.
-    pub image: PathBuf,
+    /// The SIF or OCI-SIF image to check; several may be given.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    #[command(flatten)]
+    pub batch: super::batch::BatchArgs,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn verify(args: VerifyArgs) -> Result<Outcome> {
-    let report = ops::verify::verify(&args.image)?;
+    super::batch::run(&args.images, args.batch, args.json, |image| {
+        verify_one(&args, image)
+    })
+}
+
+fn verify_one(args: &VerifyArgs, image: &Path) -> Result<Outcome> {
+    let report = ops::verify::verify(image)?;
     emit(args.json, &report, |r| {
         super::render::verify(r).trim_end().to_string()
     })?;
@@ -265,15 +292,24 @@ pub fn verify(args: VerifyArgs) -> Result<Outcome> {
     after_help = "Every sifovl command recovers an interrupted edit on its own; this does only that."
 )]
 pub struct RecoverArgs {
-    /// The image whose interrupted edit to finish or roll back.
-    pub image: PathBuf,
+    /// The image whose interrupted edit to finish or roll back; several may be given.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    #[command(flatten)]
+    pub batch: super::batch::BatchArgs,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn recover(args: RecoverArgs) -> Result<Outcome> {
-    let report = ops::recover::recover(&args.image)?;
+    super::batch::run(&args.images, args.batch, args.json, |image| {
+        recover_one(&args, image)
+    })
+}
+
+fn recover_one(args: &RecoverArgs, image: &Path) -> Result<Outcome> {
+    let report = ops::recover::recover(image)?;
     emit(args.json, &report, |r| {
         if r.recovered {
             format!("{}: interrupted edit recovered", r.image)
@@ -363,8 +399,11 @@ pub fn recover_overlay(args: RecoverOverlayArgs) -> Result<Outcome> {
   sifovl seal --keep-aufs-markers image.oci.sif # .wh.* files kept, as SingularityCE does
   sifovl seal --force native.sif                # native SIF: squashfs overlay partition")]
 pub struct SealArgs {
-    /// The image whose writable overlay becomes read-only.
-    pub image: PathBuf,
+    /// The image whose writable overlay becomes read-only; several may be given.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    #[command(flatten)]
+    pub batch: super::batch::BatchArgs,
     /// gzip[:1-9] (default, as mksquashfs), zstd[:1-22], xz or lz4.
     #[arg(long, default_value = "gzip")]
     pub compression: String,
@@ -388,6 +427,12 @@ pub struct SealArgs {
 }
 
 pub fn seal(args: SealArgs) -> Result<Outcome> {
+    super::batch::run(&args.images, args.batch, args.json, |image| {
+        seal_one(&args, image)
+    })
+}
+
+fn seal_one(args: &SealArgs, image: &Path) -> Result<Outcome> {
     let options = ops::seal::SealOptions {
         compression: sifovl::fs::squashfs::Compression::parse(&args.compression)?,
         block_size: args.block_size,
@@ -399,7 +444,7 @@ pub fn seal(args: SealArgs) -> Result<Outcome> {
             .and_then(|v| v.parse().ok()),
         keep_aufs_markers: args.keep_aufs_markers,
     };
-    let report = ops::seal::seal(&args.image, &options)?;
+    let report = ops::seal::seal(image, &options)?;
     warn_invalidated(
         &report.invalidated_signatures,
         report.dropped_cosign_entries,

@@ -161,8 +161,11 @@ Examples:
   sifovl remove-overlay --force signed.sif   # signatures will no longer verify"
 )]
 pub struct RemoveOverlayArgs {
-    /// The image whose writable overlay is removed.
-    pub image: PathBuf,
+    /// The image whose writable overlay is removed; several may be given.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    #[command(flatten)]
+    pub batch: super::batch::BatchArgs,
     /// Remove even if SIF signatures will no longer verify.
     #[arg(long)]
     pub force: bool,
@@ -172,8 +175,14 @@ pub struct RemoveOverlayArgs {
 }
 
 pub fn remove_overlay(args: RemoveOverlayArgs) -> Result<Outcome> {
+    super::batch::run(&args.images, args.batch, args.json, |image| {
+        remove_overlay_one(&args, image)
+    })
+}
+
+fn remove_overlay_one(args: &RemoveOverlayArgs, image: &std::path::Path) -> Result<Outcome> {
     let report = ops::remove_overlay::remove_overlay(
-        &args.image,
+        image,
         &ops::remove_overlay::RemoveOptions { force: args.force },
     )?;
     super::overlay_cmds::warn_invalidated(

@@ -532,3 +532,80 @@ fn quiet_and_verbose() {
     let out = sifovl().args(["ls", "-q"]).arg(&image).output().unwrap();
     assert!(out.stderr.is_empty(), "{out:?}");
 }
+
+#[test]
+fn several_images_in_one_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.oci.sif");
+    let native = dir.path().join("native.sif");
+    let bad = dir.path().join("bad.sif");
+    std::fs::copy(crate::ocisif::sample("sample.oci.sif"), &good).unwrap();
+    std::fs::copy(crate::ocisif::sample("sample.sif"), &native).unwrap();
+    std::fs::write(&bad, b"not a SIF at all").unwrap();
+    let listing =
+        |p: &std::path::Path| String::from_utf8(run_ok(sifovl().arg("list").arg(p))).unwrap();
+
+    // Without --keep-going the first failure stops the run: native.sif is not tried.
+    let out = sifovl()
+        .args(["add", "--sparse"])
+        .args([&good, &bad, &native])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("bad.sif: reading global header"), "{err}");
+    assert!(
+        err.contains("3 images: 1 failed") && err.contains("1 not tried"),
+        "{err}"
+    );
+    assert!(listing(&good).contains("OCI.Blob") && !listing(&native).contains("Overlay"));
+    assert_eq!(std::fs::read(&bad).unwrap(), b"not a SIF at all");
+
+    // With it, every image is tried, on two at once; one JSON report for all.
+    std::fs::copy(crate::ocisif::sample("sample.oci.sif"), &good).unwrap();
+    let out = sifovl()
+        .args(["add", "--sparse", "--keep-going", "--jobs", "2", "--json"])
+        .args([&good, &bad, &native])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["images"], 3);
+    assert_eq!(report["failed"], serde_json::json!([bad.to_str().unwrap()]));
+    assert_eq!(
+        report["results"][0]["report"]["format"], "oci-sif",
+        "{report}"
+    );
+    assert_eq!(report["results"][1]["kind"], "malformed", "{report}");
+    assert_eq!(
+        report["results"][2]["report"]["format"], "native",
+        "{report}"
+    );
+    assert!(listing(&native).contains("Overlay"));
+
+    // A checker: exit 1 when one is found wanting, 0 when all pass.
+    let out = sifovl()
+        .arg("verify")
+        .args([&good, &native])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let out = sifovl()
+        .args(["verify", "--keep-going"])
+        .args([&good, &bad, &native])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("1 found wanting") && err.contains("bad.sif"),
+        "{err}"
+    );
+    // And reconcile --check || reconcile over a batch.
+    let out = sifovl()
+        .args(["reconcile", "--check"])
+        .args([&good])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
