@@ -254,7 +254,18 @@ fn write_journal(path: &Path, record: &Record) -> Result<()> {
     let journal = journal_path(path);
     let tmp = journal.with_extension("sifovl-journal-tmp");
     let what = || format!("{}: writing edit journal", path.display());
-    let mut file = File::create(&tmp).with_context(what)?;
+    // Creating the journal is where an unwritable directory shows: say which one, and why
+    // sifovl needs it.
+    let mut file = File::create(&tmp).with_context(|| {
+        let dir = match journal.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.display().to_string(),
+            _ => ".".to_string(),
+        };
+        // The image's name comes from the caller's context: not twice.
+        format!(
+            "creating the edit journal in {dir} (edits keep a crash-safety journal beside the image, so its directory must be writable)"
+        )
+    })?;
     step();
     file.write_all(&record.encode()).with_context(what)?;
     sync(&file).with_context(what)?;
