@@ -156,7 +156,18 @@ fn write_squashfs(
             ..WriterOptions::default()
         },
     )?;
-    let progress = crate::progress::task("sealing", overlay.size);
+    // The bar measures the data to seal (a metadata-only walk first), not the overlay's
+    // capacity, which would leave it stopped short of the end.
+    let mut data_bytes = 0u64;
+    let mut sizes = ext
+        .walk_dir(b"upper")
+        .map_err(|e| e.context("overlay upper/"))?;
+    while let Some(entry) = sizes.next_entry()? {
+        if let EntryKind::File { size } = entry.kind {
+            data_bytes = data_bytes.saturating_add(size);
+        }
+    }
+    let progress = crate::progress::task("sealing", data_bytes);
     let mut copy = |source: &mut dyn EntrySource| -> Result<()> {
         while let Some(entry) = source.next_entry()? {
             if let EntryKind::File { size } = entry.kind {

@@ -579,3 +579,49 @@ fn ls_reads_fuse_overlayfs_markers_as_deletions() {
     assert_eq!(marker["whiteout"], true);
     assert_eq!(marker["deletes"], "/upper/hello.txt");
 }
+
+/// Progress as a terminal would show it: (label, total, advanced so far).
+struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<(String, u64, u64)>>>);
+struct RecordedTask(std::sync::Arc<std::sync::Mutex<Vec<(String, u64, u64)>>>, usize);
+
+impl sifovl::progress::Reporter for Recorder {
+    fn start(&self, label: &str, total_bytes: u64) -> Box<dyn sifovl::progress::Task> {
+        let mut tasks = self.0.lock().unwrap();
+        tasks.push((label.to_string(), total_bytes, 0));
+        Box::new(RecordedTask(self.0.clone(), tasks.len() - 1))
+    }
+}
+
+impl sifovl::progress::Task for RecordedTask {
+    fn advance(&self, bytes: u64) {
+        self.0.lock().unwrap()[self.1].2 += bytes;
+    }
+}
+
+#[test]
+fn seal_progress_counts_the_data_to_seal_and_reaches_its_end() {
+    require_tool!("debugfs");
+    let tasks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    // One reporter per test process; other tests' tasks are told apart by their totals.
+    sifovl::progress::set_reporter(Box::new(Recorder(tasks.clone())));
+    let (dir, image) = scratch("sample.oci.sif");
+    run_ok(sifovl().args(["add", "--sparse"]).arg(&image));
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::write(&a, vec![3u8; 123_457]).unwrap();
+    std::fs::write(&b, vec![5u8; 7_001]).unwrap();
+    simulate_writable_run(
+        &image,
+        &[
+            &format!("write {} /upper/a", a.display()),
+            &format!("write {} /upper/b", b.display()),
+        ],
+    );
+    sifovl::ops::seal::seal(&image, &sifovl::ops::seal::SealOptions::default()).unwrap();
+    let tasks = tasks.lock().unwrap();
+    let sealing: Vec<_> = tasks
+        .iter()
+        .filter(|(label, total, _)| label == "sealing" && *total == 130_458)
+        .collect();
+    assert_eq!(sealing.len(), 1, "{tasks:?}");
+    assert_eq!(sealing[0].2, 130_458, "the bar reaches its end");
+}
