@@ -582,7 +582,10 @@ fn ls_reads_fuse_overlayfs_markers_as_deletions() {
 
 /// Progress as a terminal would show it: (label, total, advanced so far).
 struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<(String, u64, u64)>>>);
-struct RecordedTask(std::sync::Arc<std::sync::Mutex<Vec<(String, u64, u64)>>>, usize);
+struct RecordedTask(
+    std::sync::Arc<std::sync::Mutex<Vec<(String, u64, u64)>>>,
+    usize,
+);
 
 impl sifovl::progress::Reporter for Recorder {
     fn start(&self, label: &str, total_bytes: u64) -> Box<dyn sifovl::progress::Task> {
