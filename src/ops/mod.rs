@@ -89,6 +89,44 @@ pub(crate) fn replace_with_new_layer(
     })
 }
 
+/// Replace the native SIF's overlay partition `overlay` by a new overlay partition of
+/// `fs_type` in the same group and arch, holding the `len` bytes staged at `staged` (copied
+/// with holes kept when `sparse`), and record the writes in `edit`: the old bytes the new
+/// partition does not cover are zeroed, the file ends at the last object. Returns the new
+/// partition's (object id, offset).
+pub(crate) fn replace_overlay_partition(
+    container: &mut Container,
+    edit: &mut Edit<'_>,
+    overlay: Overlay,
+    fs_type: crate::sif::FsType,
+    staged: u64,
+    len: u64,
+    sparse: bool,
+) -> Result<(u32, u64)> {
+    use crate::sif::{ObjectSpec, PartType};
+    let descriptor = container.object(overlay.object)?.clone();
+    let partition = descriptor.partition()?;
+    let group = descriptor.group().unwrap_or(1);
+    let on_disk = container.metadata_bytes();
+    let time = container.time_for_edit();
+    let removed = container.delete(overlay.object, time)?;
+    container.compact();
+    let placed = container.plan_add(
+        ObjectSpec::partition(fs_type, PartType::Overlay, partition.arch, group, len),
+        time,
+    )?;
+    let final_len = container.data_end();
+    let zero_end = removed.end().min(final_len);
+    let covered = placed.offset..placed.offset + len;
+    if zero_end > removed.offset && !(covered.start <= removed.offset && covered.end >= zero_end) {
+        edit.zero(removed.offset, zero_end - removed.offset);
+    }
+    edit.copy(staged, placed.offset, len, sparse);
+    edit.set_final_len(final_len);
+    edit.write_changed_sectors(&on_disk, &container.metadata_bytes());
+    Ok((placed.id, placed.offset))
+}
+
 pub(crate) fn apply_plan(edit: &mut Edit<'_>, on_disk_metadata: &[u8], plan: WritePlan) -> u64 {
     for (offset, len) in plan.zero {
         edit.zero(offset, len);

@@ -21,7 +21,7 @@ use crate::fs::overlay::{EXT3_MAX_BYTES, MIN_OVERLAY_MIB, read_ext3_header, too_
 use crate::journal::Edit;
 use crate::oci::{Descriptor, MediaType};
 use crate::ocisif::{BlobData, NewBlob, OciImage};
-use crate::sif::{Container, FsType, ObjectSpec, PartType};
+use crate::sif::{Container, FsType};
 
 /// Options of `sifovl resize`.
 #[derive(Debug, Clone, Default)]
@@ -233,28 +233,16 @@ fn resize_native(
     len: u64,
     report: &mut ResizeReport,
 ) -> Result<()> {
-    let descriptor = container.object(overlay.object)?.clone();
-    let partition = descriptor.partition()?;
-    let group = descriptor.group().unwrap_or(1);
-    let on_disk = container.metadata_bytes();
-    let time = container.time_for_edit();
-    let removed = container.delete(overlay.object, time)?;
-    container.compact();
-    let placed = container.plan_add(
-        ObjectSpec::partition(FsType::Ext3, PartType::Overlay, partition.arch, group, len),
-        time,
+    let (object, offset) = super::replace_overlay_partition(
+        container,
+        edit,
+        overlay,
+        FsType::Ext3,
+        staged,
+        len,
+        true,
     )?;
-    let final_len = container.data_end();
-    // The old overlay's bytes the new one does not cover are zeroed.
-    let zero_end = removed.end().min(final_len);
-    let covered = placed.offset..placed.offset + len;
-    if zero_end > removed.offset && !(covered.start <= removed.offset && covered.end >= zero_end) {
-        edit.zero(removed.offset, zero_end - removed.offset);
-    }
-    edit.copy(staged, placed.offset, len, true);
-    edit.set_final_len(final_len);
-    edit.write_changed_sectors(&on_disk, &container.metadata_bytes());
-    report.object = placed.id;
-    report.offset = placed.offset;
+    report.object = object;
+    report.offset = offset;
     Ok(())
 }

@@ -18,7 +18,7 @@ use crate::fs::whiteout::{UpperConversion, UpperToOverlayfs};
 use crate::journal::Edit;
 use crate::oci::{Descriptor, MediaType};
 use crate::ocisif::{BlobData, NewBlob, OciImage};
-use crate::sif::{Container, FsType, ObjectSpec, PartType};
+use crate::sif::{Container, FsType};
 
 /// Options of `sifovl seal`.
 #[derive(Debug, Clone)]
@@ -323,32 +323,16 @@ fn seal_native(
     len: u64,
     report: &mut SealReport,
 ) -> Result<()> {
-    let descriptor = container.object(overlay.object)?.clone();
-    let partition = descriptor.partition()?;
-    let group = descriptor.group().unwrap_or(1);
-    let on_disk = container.metadata_bytes();
-    let time = container.time_for_edit();
-    let removed = container.delete(overlay.object, time)?;
-    container.compact();
-    let placed = container.plan_add(
-        ObjectSpec::partition(
-            FsType::Squashfs,
-            PartType::Overlay,
-            partition.arch,
-            group,
-            len,
-        ),
-        time,
+    let (object, offset) = super::replace_overlay_partition(
+        container,
+        edit,
+        overlay,
+        FsType::Squashfs,
+        staged,
+        len,
+        false,
     )?;
-    let final_len = container.data_end();
-    let zero_end = removed.end().min(final_len);
-    if zero_end > removed.offset {
-        edit.zero(removed.offset, zero_end - removed.offset);
-    }
-    edit.copy(staged, placed.offset, len, false);
-    edit.set_final_len(final_len);
-    edit.write_changed_sectors(&on_disk, &container.metadata_bytes());
-    report.object = placed.id;
-    report.offset = placed.offset;
+    report.object = object;
+    report.offset = offset;
     Ok(())
 }
