@@ -728,6 +728,16 @@ fn base_job(m: &Path) {
     write(&m.join("kept/link-me.txt"), b"linked later\n");
     write(&m.join("kept/delete-me.txt"), b"deleted later\n");
     write(&m.join("kept/stays.txt"), b"untouched\n");
+    // An old mtime, so the second job's edits differ from it even within the same second
+    // (squashfs keeps whole seconds).
+    for f in ["kept/modify.txt", "kept/stays.txt"] {
+        std::fs::File::options()
+            .write(true)
+            .open(m.join(f))
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000))
+            .unwrap();
+    }
 }
 
 /// The `--writable` job: every kind of change, on files of both lower layers.
