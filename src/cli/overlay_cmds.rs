@@ -121,8 +121,11 @@ Examples:
   sifovl resize --size 128M native.sif      # shrink a native SIF's overlay partition"
 )]
 pub struct ResizeArgs {
-    /// The SIF or OCI-SIF image whose overlay to resize, in place.
-    pub image: PathBuf,
+    /// The SIF or OCI-SIF image whose overlay to resize, in place; several may be given.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    #[command(flatten)]
+    pub batch: super::batch::BatchArgs,
     /// New overlay size: MiB, or with a unit (512M, 4G); at least 64 MiB.
     #[arg(short, long, value_parser = super::units::mib, value_name = "SIZE")]
     pub size: u64,
@@ -135,6 +138,12 @@ pub struct ResizeArgs {
 }
 
 pub fn resize(args: ResizeArgs) -> Result<Outcome> {
+    super::batch::run(&args.images, args.batch, args.json, |image| {
+        resize_one(&args, image)
+    })
+}
+
+fn resize_one(args: &ResizeArgs, image: &Path) -> Result<Outcome> {
     let options = ops::resize::ResizeOptions {
         size_mib: args.size,
         force: args.force,
@@ -143,7 +152,7 @@ pub fn resize(args: ResizeArgs) -> Result<Outcome> {
             .ok()
             .and_then(|v| v.parse().ok()),
     };
-    let report = ops::resize::resize(&args.image, &options)?;
+    let report = ops::resize::resize(image, &options)?;
     warn_invalidated(
         &report.invalidated_signatures,
         report.dropped_cosign_entries,
@@ -233,8 +242,11 @@ fn reconcile_one(args: &ReconcileArgs, image: &Path) -> Result<Outcome> {
   sifovl inspect image.oci.sif
   sifovl inspect --hash --json image.oci.sif | jq .overlay")]
 pub struct InspectArgs {
-    /// The SIF or OCI-SIF image to describe.
-    pub image: PathBuf,
+    /// The SIF or OCI-SIF image to describe; several may be given.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    #[command(flatten)]
+    pub batch: super::batch::BatchArgs,
     /// Also hash the overlay to tell whether its digests are in sync.
     #[arg(long)]
     pub hash: bool,
@@ -244,9 +256,17 @@ pub struct InspectArgs {
 }
 
 pub fn inspect(args: InspectArgs) -> Result<Outcome> {
-    let report = ops::inspect::inspect(&args.image, args.hash)?;
+    super::batch::run(&args.images, args.batch, args.json, |image| {
+        inspect_one(&args, image)
+    })
+}
+
+fn inspect_one(args: &InspectArgs, image: &Path) -> Result<Outcome> {
+    let report = ops::inspect::inspect(image, args.hash)?;
+    // Several images: a blank line after each (each starts with its `Image:` line).
+    let gap = if args.images.len() > 1 { "\n" } else { "" };
     emit(args.json, &report, |r| {
-        super::render::inspect(r).trim_end().to_string()
+        format!("{}{gap}", super::render::inspect(r).trim_end())
     })?;
     Ok(Outcome::Success)
 }
@@ -335,8 +355,11 @@ Examples:
   sifovl recover-overlay --json native.sif       # native SIF: overlay partition"
 )]
 pub struct RecoverOverlayArgs {
-    /// The SIF or OCI-SIF image whose writable overlay's journal to replay.
-    pub image: PathBuf,
+    /// The image whose overlay's journal to replay; several may be given.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    #[command(flatten)]
+    pub batch: super::batch::BatchArgs,
     /// Change nothing; exit 1 if the overlay's journal needs recovery.
     #[arg(long)]
     pub check: bool,
@@ -349,11 +372,17 @@ pub struct RecoverOverlayArgs {
 }
 
 pub fn recover_overlay(args: RecoverOverlayArgs) -> Result<Outcome> {
+    super::batch::run(&args.images, args.batch, args.json, |image| {
+        recover_overlay_one(&args, image)
+    })
+}
+
+fn recover_overlay_one(args: &RecoverOverlayArgs, image: &Path) -> Result<Outcome> {
     let options = ops::recover_overlay::RecoverOverlayOptions {
         check_only: args.check,
         force: args.force,
     };
-    let report = ops::recover_overlay::recover_overlay(&args.image, &options)?;
+    let report = ops::recover_overlay::recover_overlay(image, &options)?;
     warn_invalidated(
         &report.invalidated_signatures,
         report.dropped_cosign_entries,

@@ -56,7 +56,7 @@ impl ListedKind {
 /// One listed entry.
 #[derive(Debug, Clone, Serialize)]
 pub struct Listed {
-    /// Path inside the filesystem, without a leading `/`.
+    /// Path inside the filesystem, from its root: `/`, `/upper/file`.
     pub path: String,
     /// What the entry is.
     pub kind: ListedKind,

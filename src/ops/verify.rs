@@ -64,6 +64,14 @@ impl Checks {
 pub fn verify(path: &Path) -> Result<VerifyReport> {
     let name = path.display().to_string();
     let file = crate::journal::open_for_read(path)?;
+    // A directory is no image at all: an error (exit 2) as for every other command, not a
+    // report whose first check failed (exit 1).
+    if file.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(crate::error::Error::io(
+            format!("{name}: reading global header"),
+            std::io::ErrorKind::IsADirectory.into(),
+        ));
+    }
     let mut checks = Checks(Vec::new());
     let unreadable = |checks: Checks, format: Option<Format>| VerifyReport {
         image: name.clone(),

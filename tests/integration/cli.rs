@@ -609,3 +609,100 @@ fn several_images_in_one_command() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[test]
+fn inspect_resize_and_recover_overlay_take_several_images() {
+    crate::require_tool!("debugfs");
+    let (_dirty_dir, dirty, _) = crate::recover_overlay::dirty_overlay_image();
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.oci.sif");
+    let native = dir.path().join("native.sif");
+    let bad = dir.path().join("bad.sif");
+    std::fs::copy(crate::ocisif::sample("sample.oci.sif"), &good).unwrap();
+    std::fs::copy(crate::ocisif::sample("sample.sif"), &native).unwrap();
+    std::fs::write(&bad, b"not a SIF at all").unwrap();
+    run_ok(sifovl().args(["add", "--sparse"]).args([&good, &native]));
+
+    // inspect: one block per image, each naming its image; a bad one fails the run.
+    let text = String::from_utf8(run_ok(sifovl().arg("inspect").args([&good, &native]))).unwrap();
+    for image in [&good, &native] {
+        assert!(
+            text.contains(&format!("Image:      {}\n", image.display())),
+            "{text}"
+        );
+    }
+    let out = sifovl()
+        .args(["inspect", "--keep-going", "--json", "--jobs", "2"])
+        .args([&good, &bad, &native])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["failed"], serde_json::json!([bad.to_str().unwrap()]));
+    assert_eq!(report["results"][0]["report"]["format"], "oci-sif");
+    assert_eq!(report["results"][2]["report"]["format"], "native");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("3 images: 1 failed"), "{err}");
+
+    // resize: both overlays become 96 MiB, on two at once; the independent decoder (the
+    // OCI-SIF's layer size) and inspect of each agree, and both verify.
+    let out = sifovl()
+        .args(["resize", "--size", "96M", "--jobs", "2", "--json"])
+        .args([&good, &native])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["images"], 2);
+    for (i, image) in [&good, &native].iter().enumerate() {
+        assert_eq!(report["results"][i]["report"]["new_size"], 96 << 20);
+        let info: serde_json::Value =
+            serde_json::from_slice(&run_ok(sifovl().args(["inspect", "--json"]).arg(image)))
+                .unwrap();
+        assert_eq!(info["overlay"]["size"], 96 << 20, "{}", image.display());
+    }
+    assert_eq!(crate::ocisif::overlay_range(&good).1, 96 << 20);
+    run_ok(sifovl().arg("verify").args([&good, &native]));
+    // Without --keep-going, a failure stops the run: native is not tried.
+    let before = std::fs::read(&native).unwrap();
+    let out = sifovl()
+        .args(["resize", "--size", "128M"])
+        .args([&bad, &native])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 not tried"));
+    assert_eq!(std::fs::read(&native).unwrap(), before);
+
+    // recover-overlay --check: exit 1 naming the image whose journal needs replaying.
+    let out = sifovl()
+        .args(["recover-overlay", "--check"])
+        .args([&good, &dirty])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("1 found wanting ({})", dirty.display())),
+        "{err}"
+    );
+    let out = run_ok(
+        sifovl()
+            .args(["recover-overlay", "--json", "--keep-going"])
+            .args([&good, &dirty]),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(report["results"][0]["report"]["recovered"], false);
+    assert_eq!(report["results"][1]["report"]["recovered"], true);
+    run_ok(
+        sifovl()
+            .args(["recover-overlay", "--check"])
+            .args([&good, &dirty]),
+    );
+    run_ok(sifovl().arg("verify").arg(&dirty));
+}

@@ -3,6 +3,7 @@
 mod util;
 
 mod cli;
+mod coverage;
 mod crash;
 mod ext;
 mod ext_journal;

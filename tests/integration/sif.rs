@@ -11,7 +11,7 @@ use crate::sifcheck;
 use crate::util::{run_ok, sifovl};
 
 /// `OneObjectOCIBlob` -> `one-object-oci-blob`.
-fn kebab(camel: &str) -> String {
+pub fn kebab(camel: &str) -> String {
     let chars: Vec<char> = camel.chars().collect();
     let mut out = String::new();
     for (i, &c) in chars.iter().enumerate() {
@@ -28,7 +28,7 @@ fn kebab(camel: &str) -> String {
     out
 }
 
-fn goldens(fixtures: &Path, command: &str) -> Vec<(String, PathBuf)> {
+pub fn goldens(fixtures: &Path, command: &str) -> Vec<(String, PathBuf)> {
     let dir = fixtures.join("sylabs-sif/goldens").join(command);
     let mut out: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
