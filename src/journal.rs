@@ -19,10 +19,13 @@
 //! Fault injection: in debug builds (the test suite's) `SIFOVL_FAULT_AT=N` aborts the
 //! process just before its N-th durable step (write, sync, rename, truncate, unlink), which
 //! the crash tests use to stop an edit at every point. Release builds do not contain it, so
-//! no environment variable can make a user's sifovl abort mid-edit.
+//! no environment variable can make a user's sifovl abort mid-edit. Likewise
+//! `SIFOVL_RECORD_IO=PATH` appends every durable operation (write, length change, sync,
+//! create, rename, unlink, directory sync) to `PATH`, which the power-loss tests replay cut
+//! at each sync with the unsynced writes dropped (see [`record`]).
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -64,30 +67,151 @@ fn fault_limit() -> u64 {
 /// `SIFOVL_FAULT_AT` names.
 #[cfg(debug_assertions)]
 fn step() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static STEPS: AtomicU64 = AtomicU64::new(0);
-    let limit = fault_limit();
-    if limit != 0 && STEPS.fetch_add(1, Ordering::SeqCst) + 1 == limit {
-        eprintln!("sifovl: fault injection: aborting before durable step {limit}");
+    let n = STEPS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    if n == fault_limit() {
+        eprintln!("sifovl: fault injection: aborting before durable step {n}");
         std::process::abort();
     }
 }
 
+/// Durable steps taken so far by this process.
+#[cfg(debug_assertions)]
+static STEPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 #[cfg(not(debug_assertions))]
 fn step() {}
 
+/// The record of durable operations that `SIFOVL_RECORD_IO=PATH` keeps in debug builds (a
+/// no-op in release builds). One entry per operation, a tab-separated header line naming
+/// the operation and its file's absolute path, then for a write its bytes:
+/// `write PATH OFFSET LEN\n<LEN bytes>`, `set_len PATH LEN`, `sync PATH`, `create PATH`,
+/// `rename FROM TO`, `unlink PATH`, `sync_dir DIR`.
+pub mod record {
+    use std::fs::File;
+    use std::path::Path;
+
+    #[cfg(debug_assertions)]
+    fn log() -> Option<&'static std::sync::Mutex<File>> {
+        use std::sync::{Mutex, OnceLock};
+        static LOG: OnceLock<Option<Mutex<File>>> = OnceLock::new();
+        LOG.get_or_init(|| {
+            let path = std::env::var_os("SIFOVL_RECORD_IO")?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .ok()?;
+            Some(Mutex::new(file))
+        })
+        .as_ref()
+    }
+
+    /// Whether operations are being recorded.
+    pub fn enabled() -> bool {
+        #[cfg(debug_assertions)]
+        return log().is_some();
+        #[cfg(not(debug_assertions))]
+        false
+    }
+
+    #[cfg(debug_assertions)]
+    fn emit(fields: &[&str], bytes: &[u8]) {
+        use std::io::Write;
+        let Some(log) = log() else { return };
+        let mut entry = fields.join("\t").into_bytes();
+        entry.push(b'\n');
+        entry.extend_from_slice(bytes);
+        // One write per entry: a reader never sees half an entry.
+        let _ = log.lock().map(|mut f| f.write_all(&entry));
+    }
+
+    #[cfg(not(debug_assertions))]
+    fn emit(_: &[&str], _: &[u8]) {}
+
+    fn file_path(file: &File) -> String {
+        use std::os::fd::AsRawFd;
+        std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    }
+
+    fn absolute(path: &Path) -> String {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        dir.join(path.file_name().unwrap_or_default())
+            .display()
+            .to_string()
+    }
+
+    pub(super) fn write(file: &File, offset: u64, bytes: &[u8]) {
+        if enabled() {
+            let (at, len) = (offset.to_string(), bytes.len().to_string());
+            emit(&["write", &file_path(file), &at, &len], bytes);
+        }
+    }
+
+    pub(super) fn set_len(file: &File, len: u64) {
+        if enabled() {
+            emit(&["set_len", &file_path(file), &len.to_string()], &[]);
+        }
+    }
+
+    pub(super) fn sync(file: &File) {
+        if enabled() {
+            emit(&["sync", &file_path(file)], &[]);
+        }
+    }
+
+    pub(super) fn create(path: &Path) {
+        if enabled() {
+            emit(&["create", &absolute(path)], &[]);
+        }
+    }
+
+    pub(super) fn rename(from: &Path, to: &Path) {
+        if enabled() {
+            emit(&["rename", &absolute(from), &absolute(to)], &[]);
+        }
+    }
+
+    pub(super) fn unlink(path: &Path) {
+        if enabled() {
+            emit(&["unlink", &absolute(path)], &[]);
+        }
+    }
+
+    pub(super) fn sync_dir(dir: &Path) {
+        if enabled() {
+            let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+            emit(&["sync_dir", &dir.display().to_string()], &[]);
+        }
+    }
+}
+
 fn write_at(file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
     step();
+    record::write(file, offset, buf);
     file.write_all_at(buf, offset)
+}
+
+/// A durable write issued outside this module (a writer producing staged data, see
+/// [`Edit::stage_with`]): a fault point, and recorded, like the journal's own writes.
+pub fn staged_write(file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
+    write_at(file, buf, offset)
 }
 
 fn sync(file: &File) -> std::io::Result<()> {
     step();
+    record::sync(file);
     file.sync_all()
 }
 
 fn set_len(file: &File, len: u64) -> std::io::Result<()> {
     step();
+    record::set_len(file, len);
     file.set_len(len)
 }
 
@@ -97,6 +221,7 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
         _ => Path::new("."),
     };
     step();
+    record::sync_dir(dir);
     File::open(dir)?.sync_all()
 }
 
@@ -256,7 +381,7 @@ fn write_journal(path: &Path, record: &Record) -> Result<()> {
     let what = || format!("{}: writing edit journal", path.display());
     // Creating the journal is where an unwritable directory shows: say which one, and why
     // sifovl needs it.
-    let mut file = File::create(&tmp).with_context(|| {
+    let file = File::create(&tmp).with_context(|| {
         let dir = match journal.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.display().to_string(),
             _ => ".".to_string(),
@@ -266,11 +391,12 @@ fn write_journal(path: &Path, record: &Record) -> Result<()> {
             "creating the edit journal in {dir} (edits keep a crash-safety journal beside the image, so its directory must be writable)"
         )
     })?;
-    step();
-    file.write_all(&record.encode()).with_context(what)?;
+    record::create(&tmp);
+    write_at(&file, &record.encode(), 0).with_context(what)?;
     sync(&file).with_context(what)?;
     drop(file);
     step();
+    record::rename(&tmp, &journal);
     std::fs::rename(&tmp, &journal).with_context(what)?;
     sync_dir(&journal).with_context(what)
 }
@@ -278,6 +404,7 @@ fn write_journal(path: &Path, record: &Record) -> Result<()> {
 fn remove_journal(path: &Path) -> Result<()> {
     let journal = journal_path(path);
     step();
+    record::unlink(&journal);
     std::fs::remove_file(&journal)
         .with_context(|| format!("{}: removing edit journal", path.display()))?;
     sync_dir(&journal).with_context(|| format!("{}: syncing directory", path.display()))
@@ -556,10 +683,38 @@ impl<'a> Edit<'a> {
     ) -> Result<(u64, u64)> {
         self.prepare()?;
         let start = self.stage_end.max(at_least).next_multiple_of(STAGE_ALIGN);
+        #[cfg(debug_assertions)]
+        let steps_before = STEPS.load(std::sync::atomic::Ordering::SeqCst);
         let len = produce(self.file, start)?;
+        // A producer that wrote to the file directly rather than through `staged_write` (the
+        // ext3 writers) is recorded as if it had written its data now: still before the
+        // commit's sync, which is all a power-loss replay needs.
+        #[cfg(debug_assertions)]
+        if record::enabled() && STEPS.load(std::sync::atomic::Ordering::SeqCst) == steps_before {
+            self.record_staged(start, len)
+                .with_context(|| self.path.display())?;
+        }
         self.stage_end = start + len;
         self.staged.push((start, len));
         Ok((start, len))
+    }
+
+    /// Record the data regions of `len` staged bytes at `start` as writes (see
+    /// [`stage_with_at`](Self::stage_with_at)).
+    #[cfg(debug_assertions)]
+    fn record_staged(&self, start: u64, len: u64) -> std::io::Result<()> {
+        record::set_len(self.file, self.file.metadata()?.len());
+        let mut buf = vec![0u8; CHUNK];
+        for (from, to) in crate::digest::data_extents(self.file, start, len) {
+            let mut pos = from;
+            while pos < to {
+                let n = (to - pos).min(CHUNK as u64) as usize;
+                self.file.read_exact_at(&mut buf[..n], start + pos)?;
+                record::write(self.file, start + pos, &buf[..n]);
+                pos += n as u64;
+            }
+        }
+        Ok(())
     }
 
     /// Read back bytes of the file as it is now (e.g. staged data).

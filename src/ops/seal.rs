@@ -155,7 +155,9 @@ fn write_squashfs(
             mkfs_time: options.mkfs_time,
             ..WriterOptions::default()
         },
-    )?;
+    )?
+    // Through the journal, so each write is a fault point of the crash tests.
+    .with_write_hook(crate::journal::staged_write);
     // The bar measures the data to seal (a metadata-only walk first), not the overlay's
     // capacity, which would leave it stopped short of the end.
     let mut data_bytes = 0u64;

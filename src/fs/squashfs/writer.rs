@@ -443,7 +443,12 @@ pub struct SquashfsWriter<'f> {
     block_digests: Vec<Option<Digest>>,
     /// The buffer blocks are read into (see `add_file`).
     read_buf: Vec<u8>,
+    /// Issues every write, when set (see [`with_write_hook`](Self::with_write_hook)).
+    write_hook: Option<WriteHook>,
 }
+
+/// A positioned write through which a caller routes the writer's writes.
+pub type WriteHook = fn(&File, &[u8], u64) -> std::io::Result<()>;
 
 fn io_err(what: &str, e: std::io::Error) -> Error {
     Error::io(format!("squashfs: {what}"), e)
@@ -496,13 +501,23 @@ impl<'f> SquashfsWriter<'f> {
             block_dups: HashMap::new(),
             block_digests: Vec::new(),
             read_buf: Vec::new(),
+            write_hook: None,
         })
     }
 
+    /// Issue every write through `hook` (an edit's journal makes each one a fault point and
+    /// records it for its crash tests).
+    pub fn with_write_hook(mut self, hook: WriteHook) -> Self {
+        self.write_hook = Some(hook);
+        self
+    }
+
     fn write_at(&mut self, data: &[u8], at: u64) -> Result<()> {
-        self.file
-            .write_all_at(data, self.offset + at)
-            .map_err(|e| io_err("writing", e))?;
+        match self.write_hook {
+            Some(hook) => hook(self.file, data, self.offset + at),
+            None => self.file.write_all_at(data, self.offset + at),
+        }
+        .map_err(|e| io_err("writing", e))?;
         self.high_water = self.high_water.max(at + data.len() as u64);
         Ok(())
     }
