@@ -19,7 +19,9 @@
 //!   for byte: crash.rs (every editing command).
 //! - `reconcile --json`, `--check`: ocisif.rs `writable_run_then_reconcile_then_verify`.
 //! - `resize`, `recover-overlay`: ext_write.rs, recover_overlay.rs; `diff`, `cat`, `extract`:
-//!   view.rs; `import`, `export`: import.rs; registry commands: registry.rs.
+//!   view.rs; `import`, `export`: import.rs; registry commands: registry.rs (their
+//!   `--username`, `--plain-http` and `push --oras`: `username_plain_http_and_oras_as_options`,
+//!   checked with skopeo and base64).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -261,8 +263,7 @@ fn unsquashfs_listing(sqfs: &Path) -> BTreeMap<String, (String, String, String, 
 
 /// `sifovl ls --json --hash [--layer N]` equals unsquashfs' listing of the layer dumped by
 /// `sifovl dump`, and each file's sha256 equals sha256sum of unsquashfs' extraction.
-fn assert_ls_matches_unsquashfs(image: &Path, layer: usize, scratch: &Path) {
-    let desc = &layers(image)[layer];
+fn assert_ls_matches_unsquashfs(image: &Path, layer: usize, desc: &sifcheck::Desc, scratch: &Path) {
     let sqfs = scratch.join(format!("layer{layer}.sqfs"));
     dump(image, desc, &sqfs);
     let listed = json(
@@ -438,8 +439,33 @@ fn ls_of_the_overlay_and_of_layers_matches_debugfs_unsquashfs_and_sha256sum() {
 
     // Sealed, the tree is layer 1; layer 0 is the sample's own.
     run_ok(sifovl().arg("seal").arg(&image));
-    assert_ls_matches_unsquashfs(&image, 0, dir.path());
-    assert_ls_matches_unsquashfs(&image, 1, dir.path());
+    for (n, layer) in layers(&image).iter().enumerate() {
+        assert_ls_matches_unsquashfs(&image, n, layer, dir.path());
+    }
+
+    // A native SIF: --layer N is its Nth squashfs or ext3 partition, in descriptor order;
+    // sealed, the overlay is partition 1.
+    let native = dir.path().join("native.sif");
+    std::fs::copy(crate::ocisif::sample("sample.sif"), &native).unwrap();
+    run_ok(
+        sifovl()
+            .args(["add", "--sparse", "--from-dir"])
+            .arg(&tree)
+            .arg(&native),
+    );
+    run_ok(sifovl().arg("seal").arg(&native));
+    let bytes = std::fs::read(&native).unwrap();
+    let partitions: Vec<_> = sifcheck::parse(&bytes)
+        .objects
+        .into_iter()
+        .filter(|d| d.dtype == sifcheck::PARTITION)
+        .collect();
+    assert_eq!(partitions.len(), 2);
+    let scratch = dir.path().join("native");
+    std::fs::create_dir(&scratch).unwrap();
+    for (n, partition) in partitions.iter().enumerate() {
+        assert_ls_matches_unsquashfs(&native, n, partition, &scratch);
+    }
 }
 
 /// Two trees hold the same entries: types, modes, owners, sizes, symlink targets, bytes.
@@ -535,6 +561,37 @@ fn tar_listing(layer: &Path) -> BTreeMap<String, (String, String)> {
         )
     })
     .collect()
+}
+
+#[test]
+fn mksquashfs_mkfs_time_and_threads_give_reproducible_bytes() {
+    require_tool!("unsquashfs");
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    make_tree(&tree);
+    let mut images = Vec::new();
+    for threads in ["1", "2"] {
+        let out = dir.path().join(format!("t{threads}.sqfs"));
+        run_ok(
+            sifovl()
+                .args(["mksquashfs", "--mkfs-time", "86400", "--threads", threads])
+                .arg(&tree)
+                .arg(&out),
+        );
+        images.push(std::fs::read(&out).unwrap());
+        // unsquashfs reads the superblock's time: a day after the epoch.
+        let stat = tool(
+            Command::new("unsquashfs")
+                .arg("-s")
+                .arg(&out)
+                .env("TZ", "UTC"),
+        );
+        assert!(
+            stat.contains("Creation or last append time Fri Jan  2 00:00:00 1970"),
+            "{stat}"
+        );
+    }
+    assert!(images[0] == images[1], "one thread or two, the same bytes");
 }
 
 #[test]

@@ -1368,3 +1368,100 @@ fn tar_push_runs_with_umoci_and_fixture_images_pushed_by_skopeo_pull_into_oci_si
         sifcheck::assert_oci_sif_invariants(&bytes, true);
     }
 }
+
+/// The options no other test passes through the binary (issue 15's coverage list):
+/// `--username` with the password from SINGULARITY_DOCKER_PASSWORD, `--plain-http` and
+/// `push --oras` with a docker:// reference; checked with skopeo, sha256 and the bytes.
+#[test]
+fn username_plain_http_and_oras_as_options() {
+    require_registry!();
+    require_tool!("htpasswd");
+    let registry = Registry::start(Auth::Htpasswd("bob", "pw-of-bob"), false);
+    let dir = tempfile::tempdir().unwrap();
+    let image = sample_copy(dir.path(), "b.oci.sif");
+    let bytes = std::fs::read(&image).unwrap();
+    let host = registry.addr();
+    let reference = format!("docker://{host}/opt/sif:1");
+    let as_bob = |args: &[&str]| {
+        let mut cmd = sifovl();
+        cmd.args(args)
+            .args(["--username", "bob", "--plain-http", "--json"])
+            .env("SINGULARITY_DOCKER_PASSWORD", "pw-of-bob");
+        serde_json::from_slice::<serde_json::Value>(&run_ok(&mut cmd)).unwrap()
+    };
+    // --oras with a docker:// reference: the whole SIF as one ORAS layer.
+    as_bob(&["push", "--oras", image.to_str().unwrap(), &reference]);
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        "bob:pw-of-bob",
+        &reference,
+    ]);
+    let manifest: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(
+        manifest["layers"][0]["mediaType"],
+        "application/vnd.sylabs.sif.layer.v1.sif"
+    );
+    assert_eq!(manifest["layers"][0]["digest"], sha256(&bytes));
+    let back = dir.path().join("back.sif");
+    as_bob(&[
+        "pull",
+        &format!("oras://{host}/opt/sif:1"),
+        back.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(&back).unwrap(), bytes);
+    let tags = as_bob(&["tags", &format!("docker://{host}/opt/sif")]);
+    assert_eq!(tags["tags"], serde_json::json!(["1"]));
+    let catalog = as_bob(&["catalog", &host]);
+    assert_eq!(catalog["repositories"], serde_json::json!(["opt/sif"]));
+    as_bob(&["delete", &reference]);
+    let out = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            "bob:pw-of-bob",
+        ])
+        .arg(&reference)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "deleted, skopeo finds nothing");
+    // login --username --plain-http stores what `base64 -d` reads back as bob's pair.
+    let authfile = dir.path().join("auth.json");
+    let mut child = sifovl()
+        .args([
+            "login",
+            "--username",
+            "bob",
+            "--password-stdin",
+            "--plain-http",
+        ])
+        .arg("--authfile")
+        .arg(&authfile)
+        .arg(&host)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"pw-of-bob\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&authfile).unwrap()).unwrap();
+    let auth = stored["auths"][&host]["auth"].as_str().unwrap();
+    let decoded = run_ok(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf %s '{auth}' | base64 -d")),
+    );
+    assert_eq!(decoded, b"bob:pw-of-bob");
+}
