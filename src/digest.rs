@@ -328,33 +328,41 @@ pub fn data_extents(file: &File, offset: u64, len: u64) -> Vec<(u64, u64)> {
 /// sha256 of `len` bytes of `file` at `offset` like [`hash_range`], but holes are hashed as
 /// zeros without being read (a sparse overlay costs one hash pass, not a read of its size).
 pub fn hash_range_sparse(file: &File, offset: u64, len: u64) -> Result<Digest> {
+    hash_pieces_sparse(file, &[(offset, len)])
+}
+
+/// sha256 of the file ranges `(offset, len)` of `pieces` one after the other (an image
+/// written in two places, see `fs::target`), holes hashed as zeros without being read.
+pub fn hash_pieces_sparse(file: &File, pieces: &[(u64, u64)]) -> Result<Digest> {
     const BLOCK: usize = 4 << 20;
     let zeros = vec![0u8; BLOCK];
     let mut buf = vec![0u8; BLOCK];
     let mut hasher = Sha256::new();
-    let progress = crate::progress::task("hashing", len);
-    let mut pos = 0u64;
-    let mut extents = data_extents(file, offset, len);
-    extents.push((len, len));
-    for (start, end) in extents {
-        while pos < start {
-            let n = (start - pos).min(BLOCK as u64) as usize;
-            hasher.update(&zeros[..n]);
-            progress.advance(n as u64);
-            pos += n as u64;
-        }
-        while pos < end {
-            let n = (end - pos).min(BLOCK as u64) as usize;
-            file.read_exact_at(&mut buf[..n], offset + pos)
-                .map_err(|e| {
-                    Error::io(
-                        format!("reading bytes {}..{}", offset + pos, offset + len),
-                        e,
-                    )
-                })?;
-            hasher.update(&buf[..n]);
-            progress.advance(n as u64);
-            pos += n as u64;
+    let progress = crate::progress::task("hashing", pieces.iter().map(|p| p.1).sum());
+    for &(offset, len) in pieces {
+        let mut pos = 0u64;
+        let mut extents = data_extents(file, offset, len);
+        extents.push((len, len));
+        for (start, end) in extents {
+            while pos < start {
+                let n = (start - pos).min(BLOCK as u64) as usize;
+                hasher.update(&zeros[..n]);
+                progress.advance(n as u64);
+                pos += n as u64;
+            }
+            while pos < end {
+                let n = (end - pos).min(BLOCK as u64) as usize;
+                file.read_exact_at(&mut buf[..n], offset + pos)
+                    .map_err(|e| {
+                        Error::io(
+                            format!("reading bytes {}..{}", offset + pos, offset + len),
+                            e,
+                        )
+                    })?;
+                hasher.update(&buf[..n]);
+                progress.advance(n as u64);
+                pos += n as u64;
+            }
         }
     }
     Ok(Digest(hasher.finalize().into()))

@@ -608,6 +608,9 @@ pub struct Edit<'a> {
     prepared: bool,
     stage_end: u64,
     staged: Vec<(u64, u64)>,
+    /// Ranges written directly by the caller after [`place_directly`](Self::place_directly).
+    #[cfg(debug_assertions)]
+    direct: Vec<(u64, u64)>,
     done: bool,
 }
 
@@ -629,6 +632,8 @@ impl<'a> Edit<'a> {
             prepared: false,
             stage_end: meta.len().next_multiple_of(STAGE_ALIGN),
             staged: Vec::new(),
+            #[cfg(debug_assertions)]
+            direct: Vec::new(),
             done: false,
         })
     }
@@ -715,6 +720,36 @@ impl<'a> Edit<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Reserve the final place `dst..dst + len` of new data that will be written there
+    /// directly instead of being staged and copied: the part from the file's old end on holds
+    /// nothing live and takes the data now; the part below it (the *head*, bytes the old
+    /// state still needs until the commit) is staged apart, beyond where the edit will
+    /// reach, for the caller to [`copy`](Self::copy) in at commit. Returns (head_at,
+    /// head_len); head_len is 0 when all of `dst..` lies past the old end.
+    pub fn place_directly(&mut self, dst: u64, len: u64) -> Result<(u64, u64)> {
+        self.prepare()?;
+        // The head ends on a 4 KiB boundary of the data, so filesystem blocks do not
+        // straddle it.
+        let head_len = self
+            .record
+            .old_len
+            .saturating_sub(dst)
+            .next_multiple_of(4096)
+            .min(len);
+        let head_at = self
+            .stage_end
+            .max(dst + len + (1 << 20))
+            .next_multiple_of(STAGE_ALIGN);
+        self.stage_end = head_at + head_len;
+        if head_len > 0 {
+            self.staged.push((head_at, head_len));
+        }
+        #[cfg(debug_assertions)]
+        self.direct
+            .extend([(head_at, head_len), (dst + head_len, len - head_len)]);
+        Ok((head_at, head_len))
     }
 
     /// Read back bytes of the file as it is now (e.g. staged data).
@@ -832,6 +867,15 @@ impl<'a> Edit<'a> {
         // The last moment a stop can be honoured: from here on the edit completes.
         crate::interrupt::check()?;
         let what = |p: &Path| format!("{}: committing edit", p.display());
+        // What the caller wrote directly is recorded as if written now: still before the
+        // commit's sync, which is all a power-loss replay needs.
+        #[cfg(debug_assertions)]
+        if record::enabled() {
+            for &(start, len) in &self.direct {
+                self.record_staged(start, len)
+                    .with_context(|| what(&self.path))?;
+            }
+        }
         self.record.ops = disjoint_zeroes(std::mem::take(&mut self.record.ops));
         // Staged data must never be overwritten by the operations that read it, or a replay
         // after a crash would copy garbage. Move any staged range that the final layout

@@ -12,5 +12,6 @@ pub mod merge;
 pub mod overlay;
 pub mod squashfs;
 pub mod tar;
+pub mod target;
 pub mod unpack;
 pub mod whiteout;

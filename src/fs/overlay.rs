@@ -15,6 +15,7 @@ use crate::fs::dir::DirSource;
 use crate::fs::entry::{Entry, EntryKind, EntrySource, Metadata};
 use crate::fs::ext::superblock::{self, Superblock};
 use crate::fs::ext::{Ext3Options, Outcome, TreeNeeds, write_ext3};
+use crate::fs::target::Target;
 
 /// What the runtime reads of an overlay before trusting it: the boot block and the
 /// superblock.
@@ -267,11 +268,11 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Write a new overlay filesystem of `options.size_mib` MiB into `file` at `offset` (a range
-/// that reads as zeros, e.g. past the end of the file, which is extended to cover it): the
-/// root, `upper/` (holding `--from-dir`'s tree) and `work/` owned by the caller. Only
-/// metadata and file data are written; the rest stays holes. Returns the size in bytes.
-pub fn write_overlay(file: &File, offset: u64, options: &CreateOverlay) -> Result<u64> {
+/// Write a new overlay filesystem of `options.size_mib` MiB to `target` (ranges that read as
+/// zeros, e.g. past the end of the file, which is extended to cover them): the root, `upper/`
+/// (holding `--from-dir`'s tree) and `work/` owned by the caller. Only metadata and file
+/// data are written; the rest stays holes. Returns the size in bytes.
+pub fn write_overlay(target: Target<'_>, options: &CreateOverlay) -> Result<u64> {
     if options.size_mib < MIN_OVERLAY_MIB {
         return Err(Error::refused(format!(
             "overlay size {} MiB: must be at least {MIN_OVERLAY_MIB} MiB",
@@ -295,10 +296,11 @@ pub fn write_overlay(file: &File, offset: u64, options: &CreateOverlay) -> Resul
     let mut contents = open_dir()?;
     let write = |contents: Option<&mut dyn EntrySource>, min_inodes: u64| -> Result<Outcome> {
         let mut tree = OverlayTree::new(options, time, contents)?;
-        set_len_at_least(file, offset + size)?;
+        target
+            .set_len_at_least(size)
+            .map_err(|e| Error::io("extending the file for the ext3 overlay", e))?;
         write_ext3(
-            file,
-            offset,
+            target,
             &Ext3Options {
                 size,
                 uuid: options.fixed.map(|f| f.uuid),
@@ -323,7 +325,9 @@ pub fn write_overlay(file: &File, offset: u64, options: &CreateOverlay) -> Resul
     let need_mib = needs.min_size_mib().max(MIN_OVERLAY_MIB);
     if need_mib <= options.size_mib {
         // Start from zeros again: punch out what the first attempt wrote.
-        zero_range(file, offset, size)?;
+        target
+            .zero(0, size)
+            .map_err(|e| Error::io("zeroing the ext3 overlay", e))?;
         let mut contents = open_dir()?;
         if let Outcome::Written(_) = write(
             contents.as_mut().map(|c| c as &mut dyn EntrySource),
@@ -346,43 +350,6 @@ pub fn too_small(size_mib: u64, need_mib: u64) -> Error {
 /// The largest ext3 filesystem without the 64bit feature: 2^32 - 1 blocks of 4 KiB.
 pub const EXT3_MAX_BYTES: u64 = (u32::MAX as u64) * 4096;
 
-fn set_len_at_least(file: &File, len: u64) -> Result<()> {
-    let current = file
-        .metadata()
-        .map_err(|e| Error::io("ext3 overlay", e))?
-        .len();
-    if current < len {
-        file.set_len(len)
-            .map_err(|e| Error::io("extending the file for the ext3 overlay", e))?;
-    }
-    Ok(())
-}
-
-/// Make `len` bytes at `offset` read as zeros again (hole punching where the filesystem
-/// supports it).
-pub fn zero_range(file: &File, offset: u64, len: u64) -> Result<()> {
-    use rustix::fs::{FallocateFlags, fallocate};
-    if fallocate(
-        file,
-        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
-        offset,
-        len,
-    )
-    .is_ok()
-    {
-        return Ok(());
-    }
-    let zeros = vec![0u8; 1 << 20];
-    let mut done = 0;
-    while done < len {
-        let n = (len - done).min(zeros.len() as u64) as usize;
-        file.write_all_at(&zeros[..n], offset + done)
-            .map_err(|e| Error::io("zeroing the ext3 overlay", e))?;
-        done += n as u64;
-    }
-    Ok(())
-}
-
 /// Build an ext3 overlay image at `dest` (created or truncated, sparse) with `upper/` and
 /// `work/`.
 pub fn create_ext3_overlay(dest: &Path, options: &CreateOverlay) -> Result<()> {
@@ -393,7 +360,8 @@ pub fn create_ext3_overlay(dest: &Path, options: &CreateOverlay) -> Result<()> {
         .truncate(true)
         .open(dest)
         .with_context(|| dest.display())?;
-    let size = write_overlay(&file, 0, options).map_err(|e| e.context(dest.display()))?;
+    let size =
+        write_overlay(Target::at(&file, 0), options).map_err(|e| e.context(dest.display()))?;
     // Refuse to hand back anything the runtime would not mount.
     read_ext3_header(&file, 0, size).map_err(|e| e.context(dest.display()))?;
     Ok(())

@@ -286,6 +286,13 @@ pub(crate) enum BlobData {
         offset: u64,
         sparse: bool,
     },
+    /// Already written at its final place, but for its first `head_len` bytes, staged at
+    /// `head_at` (see `Edit::place_directly`).
+    Placed {
+        head_at: u64,
+        head_len: u64,
+        sparse: bool,
+    },
 }
 
 /// A blob the new image needs that the SIF may not hold yet.

@@ -2,17 +2,20 @@
 //! reference's `overlay create`), or an overlay partition of a native SIF.
 
 use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{Format, Image, replace_with_new_layer};
-use crate::digest::HashingReader;
-use crate::digest::hash_range_sparse;
+use super::{Format, Image, new_layer_offset, replace_with_new_layer};
+use crate::digest::{Digest, HashingReader, hash_pieces_sparse};
 use crate::error::{Error, Result, ResultExt};
-use crate::fs::overlay::{CreateOverlay, Fixed, read_ext3_header, write_overlay};
+use crate::fs::overlay::{
+    CreateOverlay, Fixed, HEADER_LEN, check_ext3_header, read_ext3_header, write_overlay,
+};
+use crate::fs::target::Target;
 use crate::journal::Edit;
-use crate::oci::{Descriptor, MediaType};
+use crate::oci::{Config, Descriptor, Manifest, MediaType};
 use crate::ocisif::{BlobData, NewBlob, OciImage};
 use crate::sif::{Arch, Container, FsType, ObjectSpec, PartType};
 
@@ -166,39 +169,9 @@ pub fn add_overlay(path: &Path, options: &AddOptions) -> Result<AddReport> {
         invalidated_signatures: signatures,
     };
     let mut edit = Edit::begin(path, &file)?;
-    let source = match &options.from {
-        Some(from) => stage_existing(&mut edit, from, options.sparse)?,
-        None => {
-            // Written straight past the live data, only its metadata and files: the rest
-            // stays holes, so hashing it is the one pass over its size.
-            let create = CreateOverlay {
-                size_mib: options.size_mib,
-                create_dirs: options.create_dirs.clone(),
-                uid: options.uid,
-                gid: options.gid,
-                from_dir: options.from_dir.clone(),
-                fixed: options.fixed,
-            };
-            // Staged beyond where the final layout can reach (the old end plus the
-            // overlay), so the commit never moves it.
-            let reach = edit.old_len() + create.size_mib.saturating_mul(1 << 20) + (1 << 20);
-            let (staged, size) = edit
-                .stage_with_at(reach, |f, at| write_overlay(f, at, &create))
-                .map_err(|e| e.context(&name))?;
-            read_ext3_header(&file, staged, size).map_err(|e| e.context(&name))?;
-            let digest = if oci.is_some() {
-                Some(hash_range_sparse(&file, staged, size)?)
-            } else {
-                None
-            };
-            NewOverlay {
-                staged,
-                size,
-                digest,
-                sparse: options.sparse,
-            }
-        }
-    };
+    // A full descriptor table shows here already: the overlay's place is planned first.
+    let source = write_overlay_in_place(&mut edit, &container, oci.as_ref(), options)
+        .map_err(|e| super::with_capacity_hint(report.format, e).context(&name))?;
     report.size = source.size;
     match &oci {
         Some(image) => add_oci_layer(image, &mut container, &mut edit, &source, &mut report),
@@ -209,8 +182,98 @@ pub fn add_overlay(path: &Path, options: &AddOptions) -> Result<AddReport> {
     Ok(report)
 }
 
-/// Stage the existing ext3 image `from`, hashing it on the way.
-fn stage_existing(edit: &mut Edit<'_>, from: &Path, sparse: bool) -> Result<NewOverlay> {
+/// The new overlay, written to its final place in the image but for its head (the bytes
+/// over the old image's last objects, staged apart until the commit copies them in).
+struct NewOverlay {
+    /// Its final place.
+    dst: u64,
+    /// Where its first `head_len` bytes are staged.
+    head_at: u64,
+    head_len: u64,
+    size: u64,
+    /// Its digest (computed for OCI-SIF).
+    digest: Option<Digest>,
+    /// Leave its all-zero blocks as holes.
+    sparse: bool,
+}
+
+/// Write the overlay (made by our ext3 writer, or copied from `--from`) straight to where
+/// the image's layout will put it: its content is written once, and a new overlay's unused
+/// blocks are never written at all, so hashing it is the one pass over its size.
+fn write_overlay_in_place(
+    edit: &mut Edit<'_>,
+    container: &Container,
+    oci: Option<&OciImage>,
+    options: &AddOptions,
+) -> Result<NewOverlay> {
+    let from = match &options.from {
+        Some(from) => Some(open_existing(from)?),
+        None => None,
+    };
+    let size = match &from {
+        Some((_, size)) => *size,
+        None => options.size_mib.saturating_mul(1 << 20),
+    };
+    let dst = match oci {
+        Some(image) => {
+            let placeholder = Digest::of(b"sifovl: the overlay's digest, not yet known");
+            let (manifest, config) = with_overlay_layer(image, &placeholder, size);
+            new_layer_offset(container, image, manifest, &config, placeholder, size)?
+        }
+        None => {
+            let mut probe = container.clone();
+            let time = probe.time_for_edit();
+            probe
+                .plan_add(overlay_partition(container, size)?, time)?
+                .offset
+        }
+    };
+    let (head_at, head_len) = edit.place_directly(dst, size)?;
+    let target = Target::split(edit.file(), dst, head_at, head_len);
+    let digest = match from {
+        Some((source, _)) => {
+            let digest = copy_existing(&source, target, size, options.sparse)?;
+            oci.map(|_| digest)
+        }
+        None => {
+            let create = CreateOverlay {
+                size_mib: options.size_mib,
+                create_dirs: options.create_dirs.clone(),
+                uid: options.uid,
+                gid: options.gid,
+                from_dir: options.from_dir.clone(),
+                fixed: options.fixed,
+            };
+            write_overlay(target, &create)?;
+            // Never hand the runtime a header it would refuse.
+            let mut header = [0u8; HEADER_LEN];
+            target
+                .read_exact_at(&mut header, 0)
+                .context("reading back the new overlay's header")?;
+            check_ext3_header(&header)?;
+            if !options.sparse {
+                target
+                    .allocate(size)
+                    .context("allocating the overlay's blocks")?;
+            }
+            match oci {
+                Some(_) => Some(hash_pieces_sparse(edit.file(), &target.pieces(size))?),
+                None => None,
+            }
+        }
+    };
+    Ok(NewOverlay {
+        dst,
+        head_at,
+        head_len,
+        size,
+        digest,
+        sparse: options.sparse,
+    })
+}
+
+/// The ext3 image of `--from`, checked, and its size.
+fn open_existing(from: &Path) -> Result<(File, u64)> {
     let source = File::open(from).with_context(|| from.display())?;
     let size = source.metadata().with_context(|| from.display())?.len();
     let header = read_ext3_header(&source, 0, size).map_err(|e| e.context(from.display()))?;
@@ -220,26 +283,84 @@ fn stage_existing(edit: &mut Edit<'_>, from: &Path, sparse: bool) -> Result<NewO
             from.display()
         )));
     }
-    // One pass over the overlay: staged past the live data and hashed on the way.
-    let mut reader = HashingReader::new(&source);
-    let reach = edit.old_len() + size + (1 << 20);
-    let staged = edit.stage(&mut reader, size, reach, sparse)?;
-    Ok(NewOverlay {
-        staged,
-        size,
-        digest: Some(reader.digest()),
-        sparse,
-    })
+    Ok((source, size))
 }
 
-/// The ext3 image to add, staged past the live data.
-struct NewOverlay {
-    staged: u64,
-    size: u64,
-    /// Its digest (computed for OCI-SIF).
-    digest: Option<crate::digest::Digest>,
-    /// Leave its all-zero blocks as holes.
-    sparse: bool,
+/// Copy `size` bytes of `source` to `target`, hashing them on the way (one read, one
+/// write); with `sparse`, all-zero chunks are left as holes.
+fn copy_existing(source: &File, target: Target<'_>, size: u64, sparse: bool) -> Result<Digest> {
+    const CHUNK: usize = 1 << 20;
+    let mut reader = HashingReader::new(source);
+    let mut buf = vec![0u8; CHUNK];
+    let progress = crate::progress::task("writing", size);
+    target
+        .set_len_at_least(size)
+        .context("extending the image for the overlay")?;
+    let mut done = 0u64;
+    while done < size {
+        crate::interrupt::check()?;
+        let n = (size - done).min(CHUNK as u64) as usize;
+        reader
+            .read_exact(&mut buf[..n])
+            .context("reading the --from image")?;
+        if !(sparse && buf[..n].iter().all(|&b| b == 0)) {
+            target
+                .write_all_at(&buf[..n], done)
+                .context("writing the overlay")?;
+        }
+        progress.advance(n as u64);
+        done += n as u64;
+    }
+    Ok(reader.digest())
+}
+
+/// `image`'s manifest and config with the overlay layer `digest` on top.
+fn with_overlay_layer(image: &OciImage, digest: &Digest, size: u64) -> (Manifest, Config) {
+    let mut manifest = image.manifest.clone();
+    let mut config = image.config.clone();
+    manifest.push_layer(&Descriptor {
+        media_type: MediaType::Ext3Layer,
+        size,
+        digest: *digest,
+    });
+    if image.has_image_config() {
+        config.push_diff_id(digest);
+        config.push_empty_history();
+    }
+    (manifest, config)
+}
+
+/// The overlay partition of a native SIF: in the primary partition's group, which is the
+/// only one the runtime stacks overlays of, with its architecture.
+fn overlay_partition(container: &Container, size: u64) -> Result<ObjectSpec> {
+    let (group, arch) = match container.primary_partition() {
+        Some(p) => (p.group().unwrap_or(1), p.partition()?.arch),
+        None => (1, container.header().arch),
+    };
+    let arch = if arch == Arch::Unknown {
+        Arch::host()
+    } else {
+        arch
+    };
+    Ok(ObjectSpec::partition(
+        FsType::Ext3,
+        PartType::Overlay,
+        arch,
+        group,
+        size,
+    ))
+}
+
+/// The layout must put the overlay where it was written; anything else is a bug.
+fn check_place(overlay: &NewOverlay, offset: u64) -> Result<()> {
+    if overlay.dst == offset {
+        Ok(())
+    } else {
+        Err(Error::malformed(format!(
+            "internal: the overlay was written at {} but the layout puts it at {offset}",
+            overlay.dst
+        )))
+    }
 }
 
 fn add_oci_layer(
@@ -249,34 +370,20 @@ fn add_oci_layer(
     source: &NewOverlay,
     report: &mut AddReport,
 ) -> Result<()> {
-    let NewOverlay {
-        staged,
-        size,
-        sparse,
-        ..
-    } = *source;
-    let digest = match source.digest {
-        Some(d) => d,
-        None => crate::digest::hash_range_sparse(edit.file(), staged, size)?,
-    };
-    let layer = Descriptor {
-        media_type: MediaType::Ext3Layer,
-        size,
-        digest,
-    };
-    let mut manifest = image.manifest.clone();
-    manifest.push_layer(&layer);
-    let mut config = image.config.clone();
-    if image.has_image_config() {
-        config.push_diff_id(&digest);
-        config.push_empty_history();
-    }
+    let size = source.size;
+    let digest = source
+        .digest
+        .ok_or_else(|| Error::malformed("internal: an OCI-SIF overlay without its digest"))?;
+    let (manifest, config) = with_overlay_layer(image, &digest, size);
+    let offset = new_layer_offset(container, image, manifest.clone(), &config, digest, size)?;
+    check_place(source, offset)?;
     let new_blob = NewBlob {
         digest,
         size,
-        data: BlobData::Staged {
-            offset: staged,
-            sparse,
+        data: BlobData::Placed {
+            head_at: source.head_at,
+            head_len: source.head_len,
+            sparse: source.sparse,
         },
     };
     let placed = replace_with_new_layer(
@@ -296,24 +403,18 @@ fn add_native_partition(
     source: &NewOverlay,
     report: &mut AddReport,
 ) -> Result<()> {
-    let NewOverlay { size, sparse, .. } = *source;
-    // The runtime only stacks overlay partitions of the primary partition's group.
-    let (group, arch) = match container.primary_partition() {
-        Some(p) => (p.group().unwrap_or(1), p.partition()?.arch),
-        None => (1, container.header().arch),
-    };
-    let arch = if arch == Arch::Unknown {
-        Arch::host()
-    } else {
-        arch
-    };
     let old_metadata = container.metadata_bytes();
     let time = container.time_for_edit();
-    let placed = container.plan_add(
-        ObjectSpec::partition(FsType::Ext3, PartType::Overlay, arch, group, size),
-        time,
-    )?;
-    edit.copy(source.staged, placed.offset, size, sparse);
+    let placed = container.plan_add(overlay_partition(container, source.size)?, time)?;
+    check_place(source, placed.offset)?;
+    if source.head_len > 0 {
+        edit.copy(
+            source.head_at,
+            placed.offset,
+            source.head_len,
+            source.sparse,
+        );
+    }
     edit.set_final_len(container.data_end());
     edit.write_changed_sectors(&old_metadata, &container.metadata_bytes());
     report.object = placed.id;

@@ -89,6 +89,33 @@ pub(crate) fn replace_with_new_layer(
     })
 }
 
+/// Where [`replace_with_new_layer`] will put a new layer of `size` bytes, known before the
+/// layer exists: the layout depends on the sizes of what stays and what is added, not on
+/// digests, so a plan on a copy of the container (with any `digest` not in the image) says
+/// where the layer goes. Lets a new layer be written straight to its place.
+pub(crate) fn new_layer_offset(
+    container: &Container,
+    image: &OciImage,
+    manifest: Manifest,
+    config: &Config,
+    digest: Digest,
+    size: u64,
+) -> Result<u64> {
+    let mut probe = container.clone();
+    let layer = NewBlob {
+        digest,
+        size,
+        data: BlobData::Bytes(Vec::new()),
+    };
+    let new = NewImage::build(image, manifest, config, vec![layer]);
+    let plan = ocisif::replace_image(&mut probe, image, new)?;
+    plan.blobs
+        .iter()
+        .find(|(_, blob)| blob.digest == digest)
+        .map(|(offset, _)| *offset)
+        .ok_or_else(|| Error::malformed(format!("layer {digest} is already in the image")))
+}
+
 /// Replace the native SIF's overlay partition `overlay` by a new overlay partition of
 /// `fs_type` in the same group and arch, holding the `len` bytes staged at `staged` (copied
 /// with holes kept when `sparse`), and record the writes in `edit`: the old bytes the new
@@ -138,6 +165,15 @@ pub(crate) fn apply_plan(edit: &mut Edit<'_>, on_disk_metadata: &[u8], plan: Wri
                 offset: src,
                 sparse,
             } => edit.copy(src, offset, blob.size, sparse),
+            BlobData::Placed {
+                head_at,
+                head_len,
+                sparse,
+            } => {
+                if head_len > 0 {
+                    edit.copy(head_at, offset, head_len, sparse);
+                }
+            }
         }
     }
     if let Some(len) = plan.final_len {

@@ -18,6 +18,7 @@ use crate::digest::hash_range_sparse;
 use crate::error::{Error, Result};
 use crate::fs::ext::{Ext3Options, ExtFs, Outcome, TreeNeeds, write_ext3};
 use crate::fs::overlay::{EXT3_MAX_BYTES, MIN_OVERLAY_MIB, read_ext3_header, too_small};
+use crate::fs::target::Target;
 use crate::journal::Edit;
 use crate::oci::{Descriptor, MediaType};
 use crate::ocisif::{BlobData, NewBlob, OciImage};
@@ -155,7 +156,7 @@ pub fn resize(path: &Path, options: &ResizeOptions) -> Result<ResizeReport> {
                 f.set_len(at + new_size)
                     .map_err(|e| Error::io("extending the file for the new overlay", e))?;
             }
-            match write_ext3(f, at, &ext3, &mut ext.walk()?)? {
+            match write_ext3(Target::at(f, at), &ext3, &mut ext.walk()?)? {
                 Outcome::Written(summary) => {
                     report.inodes = summary.inodes_used;
                     report.data_bytes = summary.data_bytes;

@@ -19,12 +19,12 @@ mod xattr;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::FileExt;
 
 use layout::{BLOCK, INODE_SIZE, Layout};
 
 use crate::error::{Error, Result};
 use crate::fs::entry::{Entry, EntryKind, EntrySource, Metadata, display_path};
+use crate::fs::target::Target;
 
 const ROOT_INO: u32 = 2;
 const JOURNAL_INO: u32 = 8;
@@ -166,13 +166,12 @@ pub enum Outcome {
     },
 }
 
-/// Write a new ext3 filesystem of `options.size` bytes holding the tree of `source` into
-/// `file` at `offset`. The root of the tree (the empty path, first) becomes the root
-/// directory. The file must read as zeros over the range (a new sparse file, or a hole):
-/// only non-zero blocks are written.
+/// Write a new ext3 filesystem of `options.size` bytes holding the tree of `source` to
+/// `target`. The root of the tree (the empty path, first) becomes the root directory. The
+/// target must read as zeros (a new sparse file, or a hole): only non-zero blocks are
+/// written.
 pub fn write_ext3(
-    file: &File,
-    offset: u64,
+    target: Target<'_>,
     options: &Ext3Options,
     source: &mut dyn EntrySource,
 ) -> Result<Outcome> {
@@ -183,7 +182,7 @@ pub fn write_ext3(
             options.size >> 20
         )));
     }
-    let mut w = Writer::new(file, offset, layout, options)?;
+    let mut w = Writer::new(target, layout, options)?;
     let result = w.write_tree(source).and_then(|()| w.finish());
     match result {
         Err(_) if w.full.is_some() => Ok(Outcome::Full {
@@ -358,8 +357,7 @@ impl BlockMap {
 }
 
 struct Writer<'f> {
-    file: &'f File,
-    offset: u64,
+    target: Target<'f>,
     layout: Layout,
     uuid: [u8; 16],
     hash_seed: [u8; 16],
@@ -385,12 +383,7 @@ struct Writer<'f> {
 }
 
 impl<'f> Writer<'f> {
-    fn new(
-        file: &'f File,
-        offset: u64,
-        layout: Layout,
-        options: &Ext3Options,
-    ) -> Result<Writer<'f>> {
+    fn new(target: Target<'f>, layout: Layout, options: &Ext3Options) -> Result<Writer<'f>> {
         let uuid = match options.uuid {
             Some(u) => u,
             None => {
@@ -407,8 +400,7 @@ impl<'f> Writer<'f> {
         let groups = layout.groups;
         let alloc_end = (0..groups).map(|g| layout.first_free(g)).collect();
         let mut w = Writer {
-            file,
-            offset,
+            target,
             uuid,
             hash_seed,
             time: options.time.unwrap_or_else(now),
@@ -472,8 +464,8 @@ impl<'f> Writer<'f> {
     }
 
     fn write_at(&self, bytes: &[u8], block: u64) -> Result<()> {
-        self.file
-            .write_all_at(bytes, self.offset + block * BLOCK)
+        self.target
+            .write_all_at(bytes, block * BLOCK)
             .map_err(|e| Error::io("writing the ext3 filesystem", e))
     }
 
