@@ -18,6 +18,7 @@ pub struct DirSource {
     stack: Vec<Vec<u8>>,
     links: HashMap<(u64, u64), Vec<u8>>,
     current: Option<PathBuf>,
+    excluded: Vec<Vec<u8>>,
 }
 
 impl DirSource {
@@ -37,7 +38,26 @@ impl DirSource {
             stack: vec![Vec::new()],
             links: HashMap::new(),
             current: None,
+            excluded: Vec::new(),
         })
+    }
+
+    /// Leave out `path` (a file inside the tree, as mksquashfs leaves out its own output);
+    /// a path outside the tree, or not there, changes nothing.
+    pub fn exclude(&mut self, path: &Path) {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return;
+        };
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        if let (Ok(root), Ok(parent)) = (self.root.canonicalize(), parent.canonicalize())
+            && let Ok(rel) = parent.join(name).strip_prefix(&root)
+        {
+            self.excluded.push(rel.as_os_str().as_bytes().to_vec());
+        }
     }
 
     fn full(&self, rel: &[u8]) -> PathBuf {
@@ -102,7 +122,9 @@ impl EntrySource for DirSource {
                     child.push(b'/');
                 }
                 child.extend_from_slice(&name);
-                self.stack.push(child);
+                if !self.excluded.contains(&child) {
+                    self.stack.push(child);
+                }
             }
             EntryKind::Directory
         } else if ft.is_symlink() {

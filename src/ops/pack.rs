@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::BufWriter;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use serde::Serialize;
@@ -45,14 +46,69 @@ pub struct LayerReport {
     pub warnings: Vec<String>,
 }
 
+/// The output of a packer: a temporary file beside it (0666 less the umask, as any new
+/// file), renamed over it once complete by [`Output::finish`]. A failure or a signal then
+/// leaves no partial output (the temporary file goes when dropped), and a file that is
+/// both input and output is never truncated before it is read.
+struct Output {
+    temp: tempfile::NamedTempFile,
+}
+
+impl Output {
+    fn create(output: &Path) -> Result<Output> {
+        if output.is_dir() {
+            return Err(Error::io(
+                output.display().to_string(),
+                std::io::ErrorKind::IsADirectory.into(),
+            ));
+        }
+        let dir = match output.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let temp = tempfile::Builder::new()
+            .prefix(".sifovl-pack-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .tempfile_in(dir)
+            .with_context(|| format!("{}: creating a temporary file", dir.display()))?;
+        Ok(Output { temp })
+    }
+
+    /// An output inside the directory being packed is not packed into itself (as
+    /// mksquashfs leaves out its destination): neither it nor the temporary file.
+    fn exclude_from(&self, source: &mut DirSource, output: &Path) {
+        source.exclude(output);
+        source.exclude(self.temp.path());
+    }
+
+    fn file(&self) -> &File {
+        self.temp.as_file()
+    }
+
+    fn finish(self, output: &Path) -> Result<()> {
+        self.temp.persist(output).map_err(|e| {
+            Error::io(
+                format!(
+                    "{}: renaming the finished file into place",
+                    output.display()
+                ),
+                e.error,
+            )
+        })?;
+        Ok(())
+    }
+}
+
 /// Pack the directory `dir` into the squashfs image `output` (created or overwritten).
 pub fn mksquashfs(dir: &Path, output: &Path, options: WriterOptions) -> Result<SquashfsReport> {
     let mut source = DirSource::new(dir)?;
-    let file = File::create(output).with_context(|| output.display())?;
-    let mut writer = SquashfsWriter::new(&file, 0, options)?;
+    let out = Output::create(output)?;
+    out.exclude_from(&mut source, output);
+    let mut writer = SquashfsWriter::new(out.file(), 0, options)?;
     let entries = copy_entries(&mut source, &mut writer)?;
     let size = writer.finish()?;
-    file.set_len(size).with_context(|| output.display())?;
+    out.file().set_len(size).with_context(|| output.display())?;
+    out.finish(output)?;
     Ok(SquashfsReport {
         output: output.display().to_string(),
         entries,
@@ -79,7 +135,9 @@ pub fn tar_compression_for(output: &Path) -> TarCompression {
 /// Pack the directory `dir` into the tar layer `output` (created or overwritten).
 pub fn mktar(dir: &Path, output: &Path, compression: TarCompression) -> Result<LayerReport> {
     let mut source = DirSource::new(dir)?;
-    write_tar(&mut source, output, compression)
+    let out = Output::create(output)?;
+    out.exclude_from(&mut source, output);
+    write_tar(&mut source, out, output, compression)
 }
 
 /// Write squashfs layer `target` of the image at `image` as a tar layer with AUFS
@@ -93,9 +151,19 @@ pub fn export_layer(
     compression: TarCompression,
 ) -> Result<LayerReport> {
     let (file, offset, size) = browse::locate(image, target)?;
-    let out = File::create(output).with_context(|| output.display())?;
-    let tar = layer_as_tar(&file, offset, size, BufWriter::new(out), compression)
+    // Replacing the image by one of its layers is never what was meant.
+    if let (Ok(a), Ok(b)) = (file.metadata(), std::fs::metadata(output))
+        && (a.dev(), a.ino()) == (b.dev(), b.ino())
+    {
+        return Err(Error::refused(format!(
+            "{}: is the image itself; refusing to overwrite it with a layer",
+            output.display()
+        )));
+    }
+    let out = Output::create(output)?;
+    let tar = layer_as_tar(&file, offset, size, BufWriter::new(out.file()), compression)
         .map_err(|e| e.context(format!("{}: layer", image.display())))?;
+    out.finish(output)?;
     Ok(LayerReport {
         output: output.display().to_string(),
         entries: tar.members,
@@ -150,14 +218,15 @@ pub(crate) fn layer_as_tar<W: std::io::Write>(
 
 fn write_tar(
     source: &mut dyn EntrySource,
+    out: Output,
     output: &Path,
     compression: TarCompression,
 ) -> Result<LayerReport> {
-    let file = File::create(output).with_context(|| output.display())?;
-    let mut writer = TarLayerWriter::new(BufWriter::new(file), compression)?;
+    let mut writer = TarLayerWriter::new(BufWriter::new(out.file()), compression)?;
     copy_entries(source, &mut writer)?;
     let entries = writer.members();
     let digests = writer.finish()?;
+    out.finish(output)?;
     Ok(LayerReport {
         output: output.display().to_string(),
         entries,

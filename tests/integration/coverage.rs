@@ -1327,3 +1327,92 @@ fn errors_exit_2_with_one_line_naming_the_file_or_object_and_change_nothing() {
     left.sort();
     assert_eq!(left, ["sample.oci.sif", "tree"], "no stray files");
 }
+
+#[test]
+fn packers_never_truncate_their_input_nor_leave_partial_output() {
+    require_tool!("unsquashfs");
+    require_tool!("tar");
+    let (dir, image) = scratch("sample.oci.sif");
+    let before = std::fs::read(&image).unwrap();
+    let o = |t: &str| std::ffi::OsString::from(t);
+    let s = |p: &Path| p.as_os_str().to_owned();
+    let run = |args: &[std::ffi::OsString], needles: &[&str]| {
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        assert_error(&refs, needles);
+    };
+    // The output is the image: it used to be truncated to nothing before being read.
+    run(
+        &[
+            o("export-layer"),
+            o("--layer"),
+            o("0"),
+            s(&image),
+            s(&image),
+        ],
+        &[image.to_str().unwrap(), "is the image itself"],
+    );
+    assert_eq!(std::fs::read(&image).unwrap(), before);
+
+    // An output inside the directory being packed is left out of it, as mksquashfs does,
+    // and so is the temporary file it is written to: a second run packs the same tree.
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("f"), b"x").unwrap();
+    let sqfs = tree.join("out.sqfs");
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        run_ok(
+            sifovl()
+                .args(["mksquashfs", "--mkfs-time", "0"])
+                .arg(&tree)
+                .arg(&sqfs),
+        );
+        runs.push(std::fs::read(&sqfs).unwrap());
+    }
+    assert!(
+        runs[0] == runs[1],
+        "the second run packed the first one's output"
+    );
+    let listed: Vec<String> = unsquashfs_listing(&sqfs).into_keys().collect();
+    assert_eq!(listed, ["", "f"], "unsquashfs -lln");
+    let tar = tree.join("out.tar");
+    run_ok(sifovl().arg("mktar").arg(&tree).arg(&tar));
+    let members: Vec<String> = tar_listing(&tar).into_keys().collect();
+    assert_eq!(members, ["f", "out.sqfs"], "tar -tv");
+    std::fs::remove_file(&sqfs).unwrap();
+    std::fs::remove_file(&tar).unwrap();
+
+    // A layer that fails half way leaves no output (nor temporary file) behind.
+    let layer0 = layers(&image)[0].clone();
+    let mut damaged = before.clone();
+    for b in
+        &mut damaged[layer0.offset as usize + 200..(layer0.offset + layer0.size) as usize - 200]
+    {
+        *b ^= 0x5a;
+    }
+    let bad = dir.path().join("bad.sif");
+    std::fs::write(&bad, &damaged).unwrap();
+    let out = dir.path().join("layer.tar");
+    run(
+        &[o("export-layer"), o("--layer"), o("0"), s(&bad), s(&out)],
+        &["bad.sif"],
+    );
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["bad.sif", "sample.oci.sif", "tree"],
+        "no partial output"
+    );
+
+    // A finished output has the mode of any new file (not a temporary file's 0600).
+    run_ok(sifovl().arg("mktar").arg(&tree).arg(&out));
+    let reference = dir.path().join("reference");
+    std::fs::File::create(&reference).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&out), mode(&reference));
+}
