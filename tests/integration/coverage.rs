@@ -99,15 +99,31 @@ fn make_tree(root: &Path) {
     std::fs::write(root.join("shared/deep/big.bin"), &big).unwrap();
     std::fs::hard_link(root.join("shared/deep/big.bin"), root.join("hard.bin")).unwrap();
     std::os::unix::fs::symlink("file.txt", root.join("link")).unwrap();
+    // Names past tar's 100-byte field and a symlink target past it too.
+    let long = root.join("a".repeat(120)).join("b".repeat(150));
+    std::fs::create_dir_all(&long).unwrap();
+    std::fs::write(long.join("c".repeat(200)), b"deep\n").unwrap();
+    std::os::unix::fs::symlink("z".repeat(300), root.join("longlink")).unwrap();
+    run_ok(Command::new("mkfifo").arg(root.join("fifo")));
     if rustix::process::geteuid().is_root() {
         std::os::unix::fs::chown(root.join("file.txt"), Some(1234), Some(5678)).unwrap();
+        run_ok(
+            Command::new("mknod")
+                .arg(root.join("cdev"))
+                .args(["c", "1", "3"]),
+        );
+        run_ok(
+            Command::new("mknod")
+                .arg(root.join("bdev"))
+                .args(["b", "8", "0"]),
+        );
     }
 }
 
 /// What a tree holds, path (relative, no leading `/`) to (type and mode as `ls -l` prints
 /// them, uid, gid, size or symlink target, content), from the filesystem itself.
 fn walk(root: &Path) -> BTreeMap<String, (String, u32, u32, String, Vec<u8>)> {
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -120,9 +136,22 @@ fn walk(root: &Path) -> BTreeMap<String, (String, u32, u32, String, Vec<u8>)> {
                 .to_str()
                 .unwrap()
                 .to_string();
+            let ft = meta.file_type();
+            let rdev = meta.rdev();
+            let device = format!(
+                "{},{}",
+                ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff),
+                (rdev & 0xff) | ((rdev >> 12) & !0xff)
+            );
             let (kind, what, content) = if meta.is_dir() {
                 stack.push(path.clone());
                 ('d', String::new(), Vec::new())
+            } else if ft.is_char_device() {
+                ('c', device, Vec::new())
+            } else if ft.is_block_device() {
+                ('b', device, Vec::new())
+            } else if ft.is_fifo() {
+                ('p', String::new(), Vec::new())
             } else if meta.file_type().is_symlink() {
                 let t = std::fs::read_link(&path).unwrap();
                 ('l', t.to_str().unwrap().to_string(), Vec::new())
@@ -242,10 +271,17 @@ fn unsquashfs_listing(sqfs: &Path) -> BTreeMap<String, (String, String, String, 
     text.lines()
         .filter(|l| !l.is_empty())
         .map(|l| {
-            let t: Vec<&str> = l.split_whitespace().collect();
+            let mut t: Vec<&str> = l.split_whitespace().collect();
+            // A device's size column is `MAJOR,  MINOR`: two words, made one here.
+            let is_device = t[0].starts_with(['c', 'b']);
+            let device = format!("{}{}", t[2], t.get(3).unwrap_or(&""));
+            if is_device {
+                t.remove(3);
+            }
             let path = t[5].strip_prefix('R').unwrap().trim_start_matches('/');
             let size = match t.iter().position(|w| *w == "->") {
-                Some(i) => t[i + 1].to_string(),
+                Some(i) => t[i + 1..].join(" "),
+                None if is_device => device,
                 None => t[2].to_string(),
             };
             (
@@ -276,7 +312,7 @@ fn assert_ls_matches_unsquashfs(image: &Path, layer: usize, desc: &sifcheck::Des
     for e in listed.as_array().unwrap() {
         let kind = e["kind"].as_str().unwrap();
         let size = match kind {
-            "symlink" => e["target"].as_str().unwrap().to_string(),
+            "symlink" | "char" | "block" => e["target"].as_str().unwrap().to_string(),
             "dir" => expected
                 .get(&rel(e))
                 .map(|x| x.2.clone())
@@ -392,6 +428,9 @@ fn ls_of_the_overlay_and_of_layers_matches_debugfs_unsquashfs_and_sha256sum() {
     let type_bits = |kind: &str| match kind {
         "dir" => 0o040000,
         "symlink" => 0o120000,
+        "char" => 0o020000,
+        "block" => 0o060000,
+        "fifo" => 0o010000,
         _ => 0o100000,
     };
     let ours: BTreeMap<String, (u32, u32, u32, u64)> = listed
