@@ -14,7 +14,7 @@ bin=${CARGO_TARGET_DIR:-$PWD/target}/release/sifovl
 work=$(mktemp -d "${TMPDIR:-/tmp}/sifovl-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 t() { python3 scripts/measure.py "$@" | tail -1 | cut -d' ' -f1; }
-ratio() { echo "scale=2; $1 / $2" | bc -l; }
+ratio() { echo "scale=2; ($1) / ($2)" | bc -l; }
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 only=${ONLY:-123}
 
@@ -38,8 +38,9 @@ fi
 # 2. --from-dir against mke2fs -d: wall and CPU seconds, and bytes written (the content
 #    should be written once). An OCI-SIF overlay also needs its digest: one SHA-256 pass over
 #    the overlay's whole size, which a bare `mke2fs -d` does not do; the native SIF (no
-#    digest) compares the writers alone, and "mke2fs -d + hash" adds sifovl's own hash pass
-#    (`reconcile --check` of the OCI-SIF) to mke2fs for the like-for-like OCI-SIF figure.
+#    digest) compares the writers alone, and "mke2fs -d + hash" adds a hash pass of
+#    mke2fs's image (`openssl dgst -sha256`, SHA-NI where the CPU has it: what a tool that
+#    reads the image to hash it pays) for the like-for-like OCI-SIF figure.
 tm() { /usr/bin/time -f '%e %U %S %O' "$@" 2>&1 >/dev/null | tail -1; }
 [[ $only == *2* ]] || corpus=/nonexistent
 for tree in generated linux-root; do
@@ -52,16 +53,16 @@ for tree in generated linux-root; do
     cp testdata/sample.oci.sif "$work/b.sif"; cp testdata/sample.sif "$work/n.sif"
     read -r ow ou os oo < <(tm "$bin" add --sparse --size "$mib" --from-dir "$src" "$work/b.sif")
     read -r nw nu ns no < <(tm "$bin" add --sparse --size "$mib" --from-dir "$src" "$work/n.sif")
-    read -r hw hu hs _ < <(tm "$bin" reconcile --check "$work/b.sif")
     truncate -s "${mib}M" "$work/m.img"
     read -r mw mu ms mo < <(tm mke2fs -q -F -t ext3 -d "$work/ovl" "$work/m.img")
+    read -r hw hu hs _ < <(tm openssl dgst -sha256 "$work/m.img")
     rm -f "$work/m.img" "$work/b.sif" "$work/n.sif"
     printf '%-10s run %s (%s MiB overlay): mke2fs -d %5.2f s wall %5.2f s cpu, wrote %s MB\n' \
       "$tree" "$run" "$mib" "$mw" "$(echo "$mu + $ms" | bc)" "$((mo / 2048))"
     printf '   native SIF add --from-dir %5.2f s wall %5.2f s cpu, wrote %s MB: wall ratio %s, cpu ratio %s\n' \
       "$nw" "$(echo "$nu + $ns" | bc)" "$((no / 2048))" "$(ratio "$nw" "$mw")" "$(ratio "$nu + $ns" "$mu + $ms")"
-    printf '   OCI-SIF add --from-dir    %5.2f s wall %5.2f s cpu, wrote %s MB: wall ratio %s (vs mke2fs -d + hash %s)\n' \
-      "$ow" "$(echo "$ou + $os" | bc)" "$((oo / 2048))" "$(ratio "$ow" "$mw")" "$(ratio "$ow" "$mw + $hw")"
+    printf '   OCI-SIF add --from-dir    %5.2f s wall %5.2f s cpu, wrote %s MB: wall ratio %s (vs mke2fs -d + the hash pass %s; that pass alone %s s)\n' \
+      "$ow" "$(echo "$ou + $os" | bc)" "$((oo / 2048))" "$(ratio "$ow" "$mw")" "$(ratio "$ow" "$mw + $hw")" "$hw"
   done
 done
 

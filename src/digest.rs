@@ -345,12 +345,14 @@ pub fn hash_pieces_sparse(file: &File, pieces: &[(u64, u64)]) -> Result<Digest> 
         extents.push((len, len));
         for (start, end) in extents {
             while pos < start {
+                crate::interrupt::check()?;
                 let n = (start - pos).min(BLOCK as u64) as usize;
                 hasher.update(&zeros[..n]);
                 progress.advance(n as u64);
                 pos += n as u64;
             }
             while pos < end {
+                crate::interrupt::check()?;
                 let n = (end - pos).min(BLOCK as u64) as usize;
                 file.read_exact_at(&mut buf[..n], offset + pos)
                     .map_err(|e| {
