@@ -105,6 +105,11 @@ fn make_tree(root: &Path) {
     std::fs::write(long.join("c".repeat(200)), b"deep\n").unwrap();
     std::os::unix::fs::symlink("z".repeat(300), root.join("longlink")).unwrap();
     run_ok(Command::new("mkfifo").arg(root.join("fifo")));
+    // A file that is one hole: packed and sealed, unsquashfs must restore it as a hole.
+    std::fs::File::create(root.join("hole"))
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
     if rustix::process::geteuid().is_root() {
         std::os::unix::fs::chown(root.join("file.txt"), Some(1234), Some(5678)).unwrap();
         run_ok(
@@ -507,6 +512,14 @@ fn ls_of_the_overlay_and_of_layers_matches_debugfs_unsquashfs_and_sha256sum() {
     }
 }
 
+/// A file unsquashfs restored as the hole it was: no block allocated.
+fn assert_hole(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).unwrap();
+    assert_eq!(meta.len(), 1 << 20);
+    assert_eq!(meta.blocks(), 0, "{} is allocated", path.display());
+}
+
 /// Two trees hold the same entries: types, modes, owners, sizes, symlink targets, bytes.
 fn assert_same_tree(ours: &Path, source: &Path, what: &str) {
     let (got, want) = (walk(ours), walk(source));
@@ -580,6 +593,7 @@ fn mksquashfs_unpacks_to_the_same_tree_with_the_compressor_and_block_size_asked(
                 .arg(&out),
         );
         assert_same_tree(&unpacked, &tree, &format!("mksquashfs {args:?}"));
+        assert_hole(&unpacked.join("hole"));
     }
 }
 
@@ -1091,6 +1105,7 @@ fn seal_compression_and_block_size_are_what_unsquashfs_reads() {
                 .arg(&sqfs),
         );
         assert_same_tree(&unpacked, &tree, &format!("seal {compression} {block}"));
+        assert_hole(&unpacked.join("hole"));
     }
 }
 

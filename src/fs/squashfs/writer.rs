@@ -991,11 +991,12 @@ impl<'f> SquashfsWriter<'f> {
             }
             Kind::File(f) => {
                 let (fragment, fragment_offset) = f.fragment.unwrap_or((NO_FRAGMENT, 0));
-                // As mksquashfs: a partly sparse file takes the extended form (which
-                // records the sparse bytes); a wholly zero file does not.
+                // A file with sparse blocks takes the extended form, which records the
+                // sparse bytes: unsquashfs restores holes only for such an inode (as
+                // mksquashfs writes a file that is sparse on disk, wholly a hole too).
                 let basic = !has_xattrs
                     && node.nlink == 1
-                    && (f.sparse == 0 || f.sparse >= f.size)
+                    && f.sparse == 0
                     && f.size <= u32::MAX as u64
                     && f.blocks_start <= u32::MAX as u64;
                 // mksquashfs never records a file as wholly sparse.
