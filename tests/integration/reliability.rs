@@ -24,6 +24,97 @@ fn names(dir: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// A small tmpfs mounted for a test, unmounted on drop: a disk that runs out of space.
+pub(crate) struct SmallDisk {
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// A `mib` MiB tmpfs; `None` (the test is skipped) when not root, outside CI.
+    pub(crate) fn mount(mib: u64) -> Option<SmallDisk> {
+        if !rustix::process::geteuid().is_root() {
+            assert!(
+                !crate::util::under_ci(),
+                "mounting a small tmpfs needs root under CI"
+            );
+            eprintln!("SKIPPED: mounting a small tmpfs needs root");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("small");
+        std::fs::create_dir(&path).unwrap();
+        run_ok(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+                .arg(&path),
+        );
+        Some(SmallDisk { path, _dir: dir })
+    }
+
+    /// Fill the disk with a file `filler` until `free_kib` KiB are left.
+    pub(crate) fn fill_to(&self, free_kib: u64) {
+        let filler = self.path.join("filler");
+        let _ = std::fs::remove_file(&filler);
+        let stat = rustix::fs::statvfs(&self.path).unwrap();
+        let available = stat.f_bavail * stat.f_frsize;
+        let fill = available.saturating_sub(free_kib << 10);
+        let f = std::fs::File::create(&filler).unwrap();
+        // Real blocks (tmpfs has no fallocate beyond size), written once.
+        let chunk = vec![1u8; 1 << 20];
+        let mut written = 0;
+        while written < fill {
+            let n = (fill - written).min(chunk.len() as u64) as usize;
+            if std::io::Write::write_all(&mut &f, &chunk[..n]).is_err() {
+                break;
+            }
+            written += n as u64;
+        }
+    }
+
+    /// Remove the filler.
+    pub(crate) fn unfill(&self) {
+        let _ = std::fs::remove_file(self.path.join("filler"));
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+    }
+}
+
+/// What a command that writes a new file (`OUT`) did on a disk `free_kib` KiB from full:
+/// it succeeded, leaving `OUT` and nothing else, or failed with one line saying the disk is
+/// full, leaving nothing at all. Returns "new" or "ENOSPC, nothing left".
+pub(crate) fn new_file_or_nothing(
+    disk: &SmallDisk,
+    out_name: &str,
+    out: &std::process::Output,
+    what: &str,
+) -> &'static str {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    disk.unfill();
+    let left = names(&disk.path);
+    match out.status.code() {
+        Some(0) => {
+            assert_eq!(
+                left,
+                BTreeSet::from([out_name.to_string()]),
+                "{what}: succeeded, so only {out_name}"
+            );
+            "new"
+        }
+        Some(2) => {
+            assert!(left.is_empty(), "{what}: failed but left {left:?}: {err}");
+            assert!(err.contains("No space left"), "{what}: {err}");
+            assert_eq!(err.trim_end().lines().count(), 1, "{what}: {err}");
+            "ENOSPC, nothing left"
+        }
+        other => panic!("{what}: {other:?} {err}"),
+    }
+}
+
 /// Random bytes (xorshift), incompressible enough to make sealing take a while.
 fn noise(len: usize, mut seed: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(len);
@@ -245,43 +336,51 @@ fn two_processes_on_one_image_never_both_write() {
 fn a_full_disk_at_any_point_leaves_the_image_old_or_new() {
     require_tool!("mke2fs");
     require_tool!("debugfs");
-    if !rustix::process::geteuid().is_root() {
-        assert!(
-            !crate::util::under_ci(),
-            "mounting a small tmpfs needs root under CI"
-        );
-        eprintln!("SKIPPED: mounting a small tmpfs needs root");
+    let Some(disk) = SmallDisk::mount(48) else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let source = image_with_payload(dir.path(), 8);
-    let mnt = dir.path().join("small");
-    std::fs::create_dir(&mnt).unwrap();
-    run_ok(
-        Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=48m", "tmpfs"])
-            .arg(&mnt),
-    );
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(mnt.clone());
+    let mnt = disk.path.clone();
     let image = mnt.join("image.oci.sif");
-    let filler = mnt.join("filler");
     let mut outcomes = std::collections::BTreeMap::new();
     // The overlay is mostly holes: copy it as such (a plain copy onto tmpfs fills them).
-    let copy = || {
+    let copy = |source: &Path| {
         run_ok(
             Command::new("cp")
                 .arg("--sparse=always")
-                .arg(&source)
+                .arg(source)
                 .arg(&image),
         );
     };
-    for args in [&["seal"][..], &["reconcile"], &["remove-overlay"]] {
+    // `add` of a fixed overlay (the same bytes every time) holding 4 MiB of noise.
+    let plain = crate::ocisif::sample("sample.oci.sif");
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("noise"), noise(4 << 20, 7)).unwrap();
+    let overlay = dir.path().join("overlay.ext3");
+    sifovl::fs::overlay::create_ext3_overlay(
+        &overlay,
+        &sifovl::fs::overlay::CreateOverlay {
+            size_mib: 64,
+            from_dir: Some(tree),
+            fixed: Some(sifovl::fs::overlay::Fixed {
+                uuid: [7; 16],
+                hash_seed: [9; 16],
+                time: 1_700_000_000,
+            }),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let from = format!("--from={}", overlay.display());
+    for (source, args) in [
+        (source.as_path(), &["seal"][..]),
+        (&source, &["reconcile"]),
+        (&source, &["remove-overlay"]),
+        (&plain, &["add", "--sparse", &from]),
+    ] {
+        let copy = || copy(source);
         // The new state, with room to spare.
         copy();
         let old = sha(&image);
@@ -293,23 +392,9 @@ fn a_full_disk_at_any_point_leaves_the_image_old_or_new() {
         );
         let new = sha(&image);
         for free_kib in [0u64, 4, 16, 64, 256, 1024, 4096, 12288, 20480] {
-            let _ = std::fs::remove_file(&filler);
+            disk.unfill();
             copy();
-            let stat = rustix::fs::statvfs(&mnt).unwrap();
-            let available = stat.f_bavail * stat.f_frsize;
-            let fill = available.saturating_sub(free_kib << 10);
-            let f = std::fs::File::create(&filler).unwrap();
-            // Real blocks (tmpfs has no fallocate beyond size), written once.
-            let chunk = vec![1u8; 1 << 20];
-            let mut written = 0;
-            while written < fill {
-                let n = (fill - written).min(chunk.len() as u64) as usize;
-                if std::io::Write::write_all(&mut &f, &chunk[..n]).is_err() {
-                    break;
-                }
-                written += n as u64;
-            }
-            drop(f);
+            disk.fill_to(free_kib);
             let out = sifovl()
                 .args(args)
                 .arg(&image)
@@ -317,7 +402,7 @@ fn a_full_disk_at_any_point_leaves_the_image_old_or_new() {
                 .output()
                 .unwrap();
             let err = String::from_utf8_lossy(&out.stderr).into_owned();
-            let _ = std::fs::remove_file(&filler);
+            disk.unfill();
             // Recovery, if any was needed, happens on the next open.
             run_ok(sifovl().arg("recover").arg(&image));
             let got = sha(&image);
@@ -354,6 +439,42 @@ fn a_full_disk_at_any_point_leaves_the_image_old_or_new() {
     }
     eprintln!("{outcomes:#?}");
     assert!(outcomes.values().any(|o| *o == "ENOSPC, old"));
+    assert!(outcomes.values().any(|o| *o == "new"));
+}
+
+#[test]
+fn a_full_disk_during_import_leaves_the_output_whole_or_absent() {
+    let Some(disk) = SmallDisk::mount(24) else {
+        return;
+    };
+    // An OCI layout of about 8 MiB (a sealed overlay of noise), on the roomy disk.
+    let dir = tempfile::tempdir().unwrap();
+    let image = image_with_payload(dir.path(), 8);
+    run_ok(sifovl().arg("seal").arg(&image));
+    let layout = dir.path().join("layout");
+    run_ok(sifovl().arg("export").arg(&image).arg(&layout));
+    let out = disk.path.join("out.oci.sif");
+    let mut outcomes = std::collections::BTreeMap::new();
+    for free_kib in [0u64, 8, 64, 512, 2048, 6144, 9216, 16384] {
+        for keep in [false, true] {
+            disk.fill_to(free_kib);
+            let mut cmd = sifovl();
+            cmd.arg("import");
+            if keep {
+                cmd.arg("--keep-layers");
+            }
+            let result = cmd.arg(&layout).arg(&out).output().unwrap();
+            let what = format!("import (keep layers: {keep}) with {free_kib} KiB free");
+            let outcome = new_file_or_nothing(&disk, "out.oci.sif", &result, &what);
+            if outcome == "new" {
+                run_ok(sifovl().arg("verify").arg(&out));
+                std::fs::remove_file(&out).unwrap();
+            }
+            outcomes.insert(what, outcome);
+        }
+    }
+    eprintln!("{outcomes:#?}");
+    assert!(outcomes.values().any(|o| *o == "ENOSPC, nothing left"));
     assert!(outcomes.values().any(|o| *o == "new"));
 }
 
