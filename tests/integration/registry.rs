@@ -1465,3 +1465,59 @@ fn username_plain_http_and_oras_as_options() {
     );
     assert_eq!(decoded, b"bob:pw-of-bob");
 }
+
+#[test]
+fn a_full_disk_during_pull_leaves_the_output_whole_or_absent() {
+    use crate::reliability::{SmallDisk, image_with_payload, new_file_or_nothing};
+    require_registry!();
+    let Some(disk) = SmallDisk::mount(48) else {
+        return;
+    };
+    let registry = Registry::anonymous();
+    let dir = tempfile::tempdir().unwrap();
+    let image = image_with_payload(dir.path(), 8);
+    run_ok(sifovl().arg("seal").arg(&image));
+    // As stored (squashfs layers, written as they arrive) and as tar layers (converted to
+    // squashfs on the way in).
+    let stored = format!("docker://{}/full/disk:stored", registry.addr());
+    let tar = format!("docker://{}/full/disk:tar", registry.addr());
+    ok_json(&["push", image.to_str().unwrap(), &stored]);
+    ok_json(&[
+        "push",
+        "--layer-format",
+        "tar",
+        image.to_str().unwrap(),
+        &tar,
+    ]);
+    let out = disk.path.join("out.oci.sif");
+    let mut outcomes = std::collections::BTreeMap::new();
+    for reference in [&stored, &tar] {
+        for free_kib in [0u64, 8, 64, 512, 2048, 6144, 12288, 18432, 24576, 40960] {
+            disk.fill_to(free_kib);
+            let result = sifovl()
+                .arg("pull")
+                .arg(reference)
+                .arg(&out)
+                .output()
+                .unwrap();
+            let what = format!("pull {reference} with {free_kib} KiB free");
+            let outcome = new_file_or_nothing(&disk, "out.oci.sif", &result, &what);
+            if outcome == "new" {
+                run_ok(sifovl().arg("verify").arg(&out));
+                std::fs::remove_file(&out).unwrap();
+            }
+            outcomes.insert(what, outcome);
+        }
+    }
+    eprintln!("{outcomes:#?}");
+    for reference in [&stored, &tar] {
+        for want in ["new", "ENOSPC, nothing left"] {
+            assert!(
+                outcomes
+                    .iter()
+                    .any(|(what, o)| what.contains(reference.as_str()) && *o == want),
+                "{reference}: never {want}"
+            );
+        }
+    }
+}

@@ -129,7 +129,7 @@ fn noise(len: usize, mut seed: u64) -> Vec<u8> {
 }
 
 /// An OCI-SIF whose overlay holds `payload_mib` MiB of noise in several files.
-fn image_with_payload(dir: &Path, payload_mib: usize) -> PathBuf {
+pub(crate) fn image_with_payload(dir: &Path, payload_mib: usize) -> PathBuf {
     let image = dir.join("image.oci.sif");
     std::fs::copy(crate::ocisif::sample("sample.oci.sif"), &image).unwrap();
     run_ok(
