@@ -569,9 +569,9 @@ fn sample_layer() -> Vec<u8> {
     sif.objects[0].data(&bytes).to_vec()
 }
 
-#[test]
-fn cosign_entries_are_reported_then_dropped_with_their_blobs() {
-    require_tool!("mke2fs");
+/// An OCI-SIF of the sample's layer with a cosign signature entry `_cosign:sha256-X.sig`
+/// (no fixture holds one), written to `path`; returns the entry's name.
+pub(crate) fn cosign_signed_image(path: &Path) -> String {
     let layer = sample_layer();
     let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["DIFF"]},"config":{}}"#
         .to_vec();
@@ -606,9 +606,16 @@ fn cosign_entries_are_reported_then_dropped_with_their_blobs() {
         (main, config, vec![layer], None),
         (sig, sig_config, vec![payload], Some(name.clone())),
     ]);
+    std::fs::write(path, &bytes).unwrap();
+    name
+}
+
+#[test]
+fn cosign_entries_are_reported_then_dropped_with_their_blobs() {
+    require_tool!("mke2fs");
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("signed.oci.sif");
-    std::fs::write(&image, &bytes).unwrap();
+    let name = cosign_signed_image(&image);
 
     let inspect = json(&run_ok(sifovl().args(["inspect", "--json"]).arg(&image)));
     assert_eq!(inspect["cosign"][0]["ref_name"], name.as_str());
