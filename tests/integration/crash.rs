@@ -256,11 +256,12 @@ fn slow_add_is_crash_safe() {
     let overlay = overlay_file(dir.path());
     let old = std::fs::read(&image).unwrap();
     let from = format!("--from={}", overlay.display());
-    // 26 steps: the prepared journal (write, sync, rename, dir sync), the overlay staged
-    // (length, data chunks, sync), the committed journal (4), then applying it (the
-    // overlay copied into place chunk by chunk, the JSON blobs, the descriptor table),
+    // 20 steps: the prepared journal (write, sync, rename, dir sync); the overlay written
+    // straight to its final place past the old end (not fault points: the writer writes
+    // the file directly) and its head staged, then synced (1); the committed journal (4);
+    // applying it (the head copied into place, the JSON blobs, the descriptor table: 6);
     // sync, cut to length, sync, unlink the journal, dir sync.
-    assert_crash_safe(&old, &["add", "--sparse", &from], 26, 120);
+    assert_crash_safe(&old, &["add", "--sparse", &from], 20, 120);
 }
 
 #[test]
@@ -271,10 +272,10 @@ fn slow_native_add_is_crash_safe() {
     let overlay = overlay_file(dir.path());
     let old = std::fs::read(&image).unwrap();
     let from = format!("--from={}", overlay.display());
-    // 23 steps: the prepared journal (4), the overlay staged (length, data chunks, sync),
-    // the committed journal (4), applying (the overlay copied into place, the descriptor
-    // table), sync, cut, sync, unlink, dir sync.
-    assert_crash_safe(&old, &["add", "--sparse", &from], 23, 60);
+    // 16 steps: the prepared journal (4), the overlay written in place (not fault points)
+    // and synced (1), the committed journal (4), applying (the descriptor table), sync,
+    // cut, sync, unlink, dir sync.
+    assert_crash_safe(&old, &["add", "--sparse", &from], 16, 60);
 }
 
 #[test]
@@ -298,9 +299,9 @@ fn slow_add_dropping_cosign_entries_is_crash_safe() {
         out.status.success() && err.contains("removed 1 cosign"),
         "{err}"
     );
-    // 26 steps, the same count as the plain add above: the entry and its blobs leave in
+    // 20 steps, the same count as the plain add above: the entry and its blobs leave in
     // the same kinds of writes (the index and the descriptor table rewritten).
-    assert_crash_safe(&old, &["add", "--sparse", &from], 26, 60);
+    assert_crash_safe(&old, &["add", "--sparse", &from], 20, 60);
 }
 
 #[test]
