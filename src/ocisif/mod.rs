@@ -143,9 +143,18 @@ pub(crate) fn is_oci_sif(container: &Container) -> Result<bool> {
 
 /// The one OCI object whose descriptor digest is `digest`.
 pub(crate) fn find_blob(container: &Container, digest: &Digest) -> Result<u32> {
+    // A digest has one spelling (`sha256:` and 64 lowercase hex digits, all `Digest::parse`
+    // accepts), so comparing the descriptor's text is the same test as parsing it, without
+    // the parse: every layer looks its blob up among all objects, and with 1,000 layers
+    // the parses were most of the time `inspect` took.
+    let text = digest.to_string();
+    let holds = |extra: &[u8]| {
+        let end = extra.iter().position(|&b| b == 0).unwrap_or(extra.len());
+        &extra[..end] == text.as_bytes()
+    };
     let mut found = container
         .objects()
-        .filter(|d| d.data_type == DataType::OciBlob && d.oci_digest().ok() == Some(*digest));
+        .filter(|d| d.data_type == DataType::OciBlob && holds(&d.extra));
     let first = found
         .next()
         .ok_or_else(|| Error::not_found(format!("blob {digest}: no OCI.Blob object holds it")))?;
@@ -574,5 +583,34 @@ impl NewSif {
             time,
         )?;
         Ok(self.container)
+    }
+}
+
+#[cfg(test)]
+mod find_blob_tests {
+    use super::*;
+    use crate::sif::{CreateOptions, ObjectSpec};
+
+    #[test]
+    fn finds_a_blob_by_its_one_spelling() {
+        let mut c = Container::new(&CreateOptions::default()).unwrap();
+        let d = Digest::of(b"layer");
+        let upper = d
+            .to_string()
+            .to_ascii_uppercase()
+            .replace("SHA256", "sha256");
+        let mut spec = ObjectSpec::oci_blob(DataType::OciBlob, &d, 5);
+        c.plan_add(spec.clone(), 0).unwrap();
+        // Not a digest `Digest::parse` accepts: no object holds `d` by this one.
+        spec.extra = upper.into_bytes();
+        c.plan_add(spec, 0).unwrap();
+        assert_eq!(find_blob(&c, &d).unwrap(), 1);
+        let other = Digest::of(b"other");
+        assert!(
+            find_blob(&c, &other)
+                .unwrap_err()
+                .to_string()
+                .contains("no OCI.Blob")
+        );
     }
 }

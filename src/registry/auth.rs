@@ -267,7 +267,7 @@ fn run_helper(name: &str, server: &str) -> Result<Option<Credentials>> {
 
 /// One `WWW-Authenticate` challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Challenge {
+pub struct Challenge {
     /// `basic` or `bearer` (lowercased).
     pub scheme: String,
     /// The parameters (`realm`, `service`, `scope`), keys lowercased.
@@ -275,7 +275,7 @@ pub(crate) struct Challenge {
 }
 
 /// Parse `Bearer realm="…",service="…",scope="…"` (or `Basic realm="…"`).
-pub(crate) fn parse_challenge(header: &str) -> Option<Challenge> {
+pub fn parse_challenge(header: &str) -> Option<Challenge> {
     let header = header.trim();
     let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
     let mut params = BTreeMap::new();

@@ -545,21 +545,7 @@ impl Client {
                     format!("{}: token service: {e}", self.registry),
                 )
             })?;
-        let value: Value = serde_json::from_slice(&body).map_err(|_| {
-            Error::malformed(format!(
-                "{}: token service answered with invalid JSON",
-                self.registry
-            ))
-        })?;
-        value
-            .get("token")
-            .or_else(|| value.get("access_token"))
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                Error::malformed(format!("{}: token service sent no token", self.registry))
-            })
+        token_from_json(&self.registry, &body)
     }
 
     /// Check credentials: authenticate against `/v2/` now (for `login`).
@@ -595,29 +581,13 @@ impl Client {
             .limit(64 << 10)
             .read_to_vec()
             .unwrap_or_default();
-        let detail = serde_json::from_slice::<Value>(&body)
-            .ok()
-            .and_then(|v| {
-                let e = v.get("errors")?.as_array()?.first()?.clone();
-                let code = e
-                    .get("code")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                let message = e
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                Some(format!("{code}: {message}"))
-            })
-            .unwrap_or_else(|| {
-                response
-                    .status()
-                    .canonical_reason()
-                    .unwrap_or("unexpected status")
-                    .to_string()
-            });
+        let detail = error_detail(&body).unwrap_or_else(|| {
+            response
+                .status()
+                .canonical_reason()
+                .unwrap_or("unexpected status")
+                .to_string()
+        });
         let kind = match status {
             401 | 403 => ErrorKind::Refused,
             404 => ErrorKind::NotFound,
@@ -629,6 +599,31 @@ impl Client {
             format!("{what}: {} answered {status} ({detail})", self.registry),
         )
     }
+}
+
+/// The token of a token service's JSON answer (`token`, or OAuth2's `access_token`).
+pub fn token_from_json(registry: &str, body: &[u8]) -> Result<String> {
+    let value: Value = serde_json::from_slice(body).map_err(|_| {
+        Error::malformed(format!(
+            "{registry}: token service answered with invalid JSON"
+        ))
+    })?;
+    value
+        .get("token")
+        .or_else(|| value.get("access_token"))
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| Error::malformed(format!("{registry}: token service sent no token")))
+}
+
+/// `CODE: MESSAGE` of the first error of a standard `{"errors":[…]}` error body.
+pub fn error_detail(body: &[u8]) -> Option<String> {
+    let v = serde_json::from_slice::<Value>(body).ok()?;
+    let e = v.get("errors")?.as_array()?.first()?;
+    let code = e.get("code").and_then(Value::as_str).unwrap_or("");
+    let message = e.get("message").and_then(Value::as_str).unwrap_or("");
+    Some(format!("{code}: {message}"))
 }
 
 /// The path of a URL, for messages (no host, no query with upload state).
@@ -723,6 +718,30 @@ fn make_agent(options: &ClientOptions) -> Result<ureq::Agent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_answers() {
+        assert_eq!(token_from_json("r", br#"{"token":"t"}"#).unwrap(), "t");
+        assert_eq!(
+            token_from_json("r", br#"{"access_token":"a"}"#).unwrap(),
+            "a"
+        );
+        let err = token_from_json("r", br#"{"token":""}"#).unwrap_err();
+        assert_eq!(err.to_string(), "r: token service sent no token");
+        let err = token_from_json("r", b"<html>").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "r: token service answered with invalid JSON"
+        );
+    }
+
+    #[test]
+    fn error_bodies() {
+        let body = br#"{"errors":[{"code":"DENIED","message":"no"},{"code":"X"}]}"#;
+        assert_eq!(error_detail(body).as_deref(), Some("DENIED: no"));
+        assert_eq!(error_detail(br#"{"errors":[]}"#), None);
+        assert_eq!(error_detail(b"not json"), None);
+    }
 
     #[test]
     fn urls_are_split_and_encoded() {

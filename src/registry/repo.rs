@@ -389,10 +389,7 @@ impl Repository {
             .send_with_retries("GET", &url, &[], None, true)?;
         match response.status().as_u16() {
             204 | 202 | 200 => {
-                let received = header(&response, "range")
-                    .and_then(|r| r.trim().split_once('-'))
-                    .and_then(|(_, end)| end.trim().parse::<u64>().ok())
-                    .map_or(0, |end| if end == 0 { 0 } else { end + 1 });
+                let received = header(&response, "range").map_or(0, range_received);
                 Ok((header(&response, "location").map(str::to_string), received))
             }
             _ => Err(self
@@ -677,17 +674,41 @@ fn paginate(client: &Client, path: &str, field: &str, what: &str) -> Result<Vec<
         }
         next = header(&response, "link").and_then(next_link);
         let bytes = read_limited(&mut response, 64 << 20, what)?;
-        let value: Value = serde_json::from_slice(&bytes)
-            .map_err(|_| Error::malformed(format!("{what}: the registry sent invalid JSON")))?;
-        if let Some(items) = value.get(field).and_then(Value::as_array) {
-            out.extend(items.iter().filter_map(Value::as_str).map(str::to_string));
-        }
+        out.extend(page_items(&bytes, field, what)?);
     }
     Ok(out)
 }
 
+/// The strings of the array `field` of one JSON page (`tags` of a tag list, `repositories`
+/// of a catalog); an absent field is an empty page, other values in the array are skipped.
+pub fn page_items(bytes: &[u8], field: &str, what: &str) -> Result<Vec<String>> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|_| Error::malformed(format!("{what}: the registry sent invalid JSON")))?;
+    Ok(value
+        .get(field)
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// The bytes an upload session holds by its `Range: 0-N` header (N+1; `0-0` is read as
+/// none, since distribution reports an empty session that way; unreadable is none).
+pub fn range_received(range: &str) -> u64 {
+    range
+        .trim()
+        .split_once('-')
+        .and_then(|(_, end)| end.trim().parse::<u64>().ok())
+        .map_or(0, |end| if end == 0 { 0 } else { end.saturating_add(1) })
+}
+
 /// The target of `Link: <url>; rel="next"`.
-fn next_link(link: &str) -> Option<String> {
+pub fn next_link(link: &str) -> Option<String> {
     link.split(',').find_map(|part| {
         let (target, params) = part.split_once(';')?;
         params.contains("rel=\"next\"").then(|| {
@@ -721,6 +742,24 @@ mod tests {
             Some("/v2/_catalog?last=b&n=2")
         );
         assert_eq!(next_link(r#"</x>; rel="prev""#), None);
+    }
+
+    #[test]
+    fn upload_ranges() {
+        assert_eq!(range_received("0-0"), 0);
+        assert_eq!(range_received(" 0-4095 "), 4096);
+        assert_eq!(range_received("bytes"), 0);
+        // A hostile registry's largest end: no overflow (a panic in debug builds).
+        assert_eq!(range_received("0-18446744073709551615"), u64::MAX);
+    }
+
+    #[test]
+    fn pages_keep_only_strings() {
+        let page = br#"{"name":"r","tags":["a",1,null,"b"]}"#;
+        assert_eq!(page_items(page, "tags", "tags").unwrap(), ["a", "b"]);
+        assert!(page_items(b"{}", "tags", "tags").unwrap().is_empty());
+        let err = page_items(b"[", "tags", "tags of r").unwrap_err();
+        assert_eq!(err.to_string(), "tags of r: the registry sent invalid JSON");
     }
 
     #[test]

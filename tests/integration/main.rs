@@ -19,6 +19,7 @@ mod seal;
 mod sif;
 mod sifcheck;
 mod signatures;
+mod soak;
 mod squashfs;
 mod tar;
 mod tree;
