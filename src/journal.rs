@@ -544,11 +544,45 @@ pub fn lock(path: &Path, file: &File, lock: Lock) -> Result<()> {
         ),
     };
     match flock(file, operation) {
+        Ok(()) => {}
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+            return Err(Error::new(
+                ErrorKind::InUse,
+                format!("{}: in use by another process ({holder})", path.display()),
+            ));
+        }
+        Err(e) => return Err(Error::io(format!("{}: locking", path.display()), e.into())),
+    }
+    record_lock(path, file, lock)
+}
+
+/// The lock a running container holds. SingularityCE places a POSIX record lock (`fcntl`)
+/// on each ext3 partition of a native SIF it runs (pkg/image `lockSection`): a write lock
+/// with `--writable`, a read lock otherwise; `flock` locks do not see those. So the file is
+/// also record-locked, over its whole length: an editor's write lock conflicts with a
+/// container running the image at all, a reader's read lock with one writing into it.
+/// Filesystems without record locks (ENOLCK) are let through, as SingularityCE does.
+fn record_lock(path: &Path, file: &File, lock: Lock) -> Result<()> {
+    use rustix::fs::{FlockOperation, fcntl_lock};
+    let (operation, holder) = match lock {
+        Lock::Shared => (
+            FlockOperation::NonBlockingLockShared,
+            "a container writes into its overlay",
+        ),
+        Lock::Exclusive => (
+            FlockOperation::NonBlockingLockExclusive,
+            "a container runs it, or a program holds a lock on part of it",
+        ),
+    };
+    match fcntl_lock(file, operation) {
         Ok(()) => Ok(()),
-        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(Error::new(
-            ErrorKind::InUse,
-            format!("{}: in use by another process ({holder})", path.display()),
-        )),
+        Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::ACCESS => {
+            Err(Error::new(
+                ErrorKind::InUse,
+                format!("{}: in use by another process ({holder})", path.display()),
+            ))
+        }
+        Err(e) if e == rustix::io::Errno::NOLCK || e == rustix::io::Errno::NOSYS => Ok(()),
         Err(e) => Err(Error::io(format!("{}: locking", path.display()), e.into())),
     }
 }

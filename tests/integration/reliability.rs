@@ -530,3 +530,80 @@ fn mode_owner_xattrs_and_a_symlink_survive_an_in_place_edit() {
         BTreeSet::from(["real.oci.sif".into(), "link.oci.sif".into()])
     );
 }
+
+/// A process holding a POSIX record lock on `len` bytes at `start` of `image`, as
+/// SingularityCE's `lockSection` does on a native SIF's ext3 partition while a container
+/// runs it (`exclusive`: `--writable`). Released when the returned child is killed.
+fn container_lock(image: &Path, start: u64, len: u64, exclusive: bool) -> std::process::Child {
+    let script = r#"
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+kind = fcntl.LOCK_EX if sys.argv[4] == "ex" else fcntl.LOCK_SH
+fcntl.lockf(fd, kind | fcntl.LOCK_NB, int(sys.argv[3]), int(sys.argv[2]))
+print("locked", flush=True)
+sys.stdin.read()
+"#;
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(image)
+        .arg(start.to_string())
+        .arg(len.to_string())
+        .arg(if exclusive { "ex" } else { "sh" })
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    child
+}
+
+#[test]
+fn a_running_containers_lock_on_the_overlay_is_respected() {
+    require_tool!("python3");
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("native.sif");
+    std::fs::copy(crate::ocisif::sample("sample.sif"), &image).unwrap();
+    run_ok(sifovl().args(["add", "--sparse"]).arg(&image));
+    let report: serde_json::Value =
+        serde_json::from_slice(&run_ok(sifovl().args(["inspect", "--json"]).arg(&image))).unwrap();
+    let start = report["overlay"]["offset"].as_u64().unwrap();
+    let len = report["overlay"]["size"].as_u64().unwrap();
+    let before = sha(&image);
+    let refused = |args: &[&str], why: &str| {
+        let out = sifovl().args(args).arg(&image).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("in use by another process") && err.contains(why),
+            "{err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert_eq!(sha(&image), before, "{args:?} changed the image");
+    };
+    // `singularity run --writable`: no edit, and no read of an overlay being written.
+    let mut writer = container_lock(&image, start, len, true);
+    refused(&["seal"], "a container runs it");
+    refused(&["resize", "--size", "80"], "a container runs it");
+    refused(&["verify"], "a container writes into its overlay");
+    refused(&["ls"], "a container writes into its overlay");
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    // A read-only run: readers go on, editors are refused.
+    let mut reader = container_lock(&image, start, len, false);
+    run_ok(sifovl().arg("verify").arg(&image));
+    run_ok(sifovl().arg("ls").arg(&image));
+    refused(&["seal"], "a container runs it");
+    refused(&["remove-overlay"], "a container runs it");
+    reader.kill().unwrap();
+    reader.wait().unwrap();
+    // The container gone, the edit goes through.
+    run_ok(sifovl().arg("seal").arg(&image));
+    assert_ne!(sha(&image), before);
+}
