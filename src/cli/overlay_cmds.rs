@@ -84,6 +84,12 @@ fn add_one(args: &AddArgs, image: &Path) -> Result<Outcome> {
         from: args.from.clone(),
         from_dir: args.from_dir.clone(),
         force: args.force,
+        // Reproducible builds' convention, as seal: the overlay's times, and its UUID and
+        // hash seed derived from that, so the same inputs give the same bytes.
+        fixed: std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(sifovl::fs::overlay::Fixed::from_epoch),
         ..Default::default()
     };
     let report = ops::add::add_overlay(image, &options)?;

@@ -130,6 +130,28 @@ pub struct Fixed {
     pub time: i64,
 }
 
+impl Fixed {
+    /// The values for a reproducible build at `epoch` (`SOURCE_DATE_EPOCH`): that time, and
+    /// a UUID (version 4 bits set) and hash seed derived from it, so the same inputs give
+    /// the same bytes.
+    pub fn from_epoch(epoch: i64) -> Fixed {
+        let derive = |what: &str| -> [u8; 16] {
+            let digest = crate::digest::Digest::of(format!("sifovl {what} {epoch}").as_bytes());
+            let mut out = [0u8; 16];
+            out.copy_from_slice(&digest.as_bytes()[..16]);
+            out
+        };
+        let mut uuid = derive("overlay uuid");
+        uuid[6] = (uuid[6] & 0x0F) | 0x40;
+        uuid[8] = (uuid[8] & 0x3F) | 0x80;
+        Fixed {
+            uuid,
+            hash_seed: derive("overlay hash seed"),
+            time: epoch,
+        }
+    }
+}
+
 /// The smallest overlay `overlay create` accepts.
 pub const MIN_OVERLAY_MIB: u64 = 64;
 

@@ -11,6 +11,10 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
+/// A positioned write through which a caller routes a writer's writes (an edit's journal
+/// makes each one a fault point and records it for its crash tests).
+pub type WriteHook = fn(&File, &[u8], u64) -> io::Result<()>;
+
 /// The bytes of a new image, positions 0.., as they map onto a file.
 #[derive(Debug, Clone, Copy)]
 pub struct Target<'f> {
@@ -20,6 +24,8 @@ pub struct Target<'f> {
     /// Positions below `head_len` land at `head_at + pos` instead.
     head_at: u64,
     head_len: u64,
+    /// Issues every write, when set.
+    hook: Option<WriteHook>,
 }
 
 impl<'f> Target<'f> {
@@ -30,6 +36,7 @@ impl<'f> Target<'f> {
             offset,
             head_at: 0,
             head_len: 0,
+            hook: None,
         }
     }
 
@@ -40,6 +47,21 @@ impl<'f> Target<'f> {
             offset,
             head_at,
             head_len,
+            hook: None,
+        }
+    }
+
+    /// Issue every write through `hook`.
+    pub fn with_write_hook(mut self, hook: WriteHook) -> Target<'f> {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// Write `bytes` at file offset `at`, through the hook if there is one.
+    fn write_file_at(&self, bytes: &[u8], at: u64) -> io::Result<()> {
+        match self.hook {
+            Some(hook) => hook(self.file, bytes, at),
+            None => self.file.write_all_at(bytes, at),
         }
     }
 
@@ -65,8 +87,7 @@ impl<'f> Target<'f> {
     pub fn write_all_at(&self, bytes: &[u8], pos: u64) -> io::Result<()> {
         let mut done = 0;
         for (at, n) in self.map(pos, bytes.len() as u64) {
-            self.file
-                .write_all_at(&bytes[done..done + n as usize], at)?;
+            self.write_file_at(&bytes[done..done + n as usize], at)?;
             done += n as usize;
         }
         Ok(())
@@ -131,7 +152,7 @@ impl<'f> Target<'f> {
             let mut done = 0;
             while done < n {
                 let k = (n - done).min(zeros.len() as u64) as usize;
-                self.file.write_all_at(&zeros[..k], at + done)?;
+                self.write_file_at(&zeros[..k], at + done)?;
                 done += k as u64;
             }
         }
@@ -157,7 +178,7 @@ impl Target<'_> {
                 let k = (n - done).min(buf.len() as u64) as usize;
                 self.file.read_exact_at(&mut buf[..k], at + done)?;
                 if buf[..k].iter().all(|&b| b == 0) {
-                    self.file.write_all_at(&buf[..k], at + done)?;
+                    self.write_file_at(&buf[..k], at + done)?;
                 }
                 done += k as u64;
             }
@@ -200,6 +221,22 @@ mod tests {
         assert_eq!(&back[..5], &image[..5]);
         assert_eq!(&back[5..15], &[0u8; 10]);
         assert_eq!(&back[15..], &image[15..]);
+    }
+
+    #[test]
+    fn a_hook_issues_every_write() {
+        fn refuse(_: &File, _: &[u8], _: u64) -> io::Result<()> {
+            Err(io::Error::other("refused by the hook"))
+        }
+        let file = tempfile::tempfile().unwrap();
+        let target = Target::split(&file, 100, 1000, 10).with_write_hook(refuse);
+        assert!(target.write_all_at(b"abc", 0).is_err());
+        assert!(target.write_all_at(b"abc", 50).is_err());
+        assert_eq!(
+            file.metadata().unwrap().len(),
+            0,
+            "nothing written around it"
+        );
     }
 
     #[test]

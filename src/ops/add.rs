@@ -229,7 +229,8 @@ fn write_overlay_in_place(
         }
     };
     let (head_at, head_len) = edit.place_directly(dst, size)?;
-    let target = Target::split(edit.file(), dst, head_at, head_len);
+    let target = Target::split(edit.file(), dst, head_at, head_len)
+        .with_write_hook(crate::journal::staged_write);
     let digest = match from {
         Some((source, _)) => {
             let digest = copy_existing(&source, target, size, options.sparse)?;

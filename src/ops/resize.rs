@@ -156,7 +156,8 @@ pub fn resize(path: &Path, options: &ResizeOptions) -> Result<ResizeReport> {
                 f.set_len(at + new_size)
                     .map_err(|e| Error::io("extending the file for the new overlay", e))?;
             }
-            match write_ext3(Target::at(f, at), &ext3, &mut ext.walk()?)? {
+            let target = Target::at(f, at).with_write_hook(crate::journal::staged_write);
+            match write_ext3(target, &ext3, &mut ext.walk()?)? {
                 Outcome::Written(summary) => {
                     report.inodes = summary.inodes_used;
                     report.data_bytes = summary.data_bytes;

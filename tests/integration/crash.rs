@@ -256,12 +256,37 @@ fn slow_add_is_crash_safe() {
     let overlay = overlay_file(dir.path());
     let old = std::fs::read(&image).unwrap();
     let from = format!("--from={}", overlay.display());
-    // 20 steps: the prepared journal (write, sync, rename, dir sync); the overlay written
-    // straight to its final place past the old end (not fault points: the writer writes
-    // the file directly) and its head staged, then synced (1); the committed journal (4);
-    // applying it (the head copied into place, the JSON blobs, the descriptor table: 6);
-    // sync, cut to length, sync, unlink the journal, dir sync.
-    assert_crash_safe(&old, &["add", "--sparse", &from], 20, 120);
+    // 24 steps: the prepared journal (write, sync, rename, dir sync); the overlay copied
+    // straight to its final place past the old end, its head staged (4 chunks holding
+    // data, each a fault point), then synced (1); the committed journal (4); applying it
+    // (the head copied into place, the JSON blobs, the descriptor table: 6); sync, cut to
+    // length, sync, unlink the journal, dir sync.
+    assert_crash_safe(&old, &["add", "--sparse", &from], 24, 120);
+}
+
+#[test]
+fn slow_add_of_a_new_overlay_is_crash_safe() {
+    // The writer's path: SOURCE_DATE_EPOCH (set by `assert_crash_safe`) fixes the new
+    // overlay's times, UUID and hash seed, so every run writes the same bytes. Every write
+    // of the writer is a fault point.
+    let (dir, image) = scratch("sample.oci.sif");
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("d")).unwrap();
+    std::fs::write(tree.join("d/file"), vec![5u8; 200_000]).unwrap();
+    std::os::unix::fs::symlink("d/file", tree.join("link")).unwrap();
+    let old = std::fs::read(&image).unwrap();
+    let from_dir = format!("--from-dir={}", tree.display());
+    // 29 steps: the prepared journal (4); the writer's writes to the overlay's place and
+    // its staged head (9: journal, file data, inode tables, directories, bitmaps, group
+    // descriptors, superblock); the sync, the committed journal (4), applying it (the head
+    // copied into place, the JSON blobs, the descriptor table: 6), sync, cut, sync,
+    // unlink, dir sync.
+    assert_crash_safe(
+        &old,
+        &["add", "--sparse", "--size", "64", &from_dir],
+        29,
+        60,
+    );
 }
 
 #[test]
@@ -272,10 +297,10 @@ fn slow_native_add_is_crash_safe() {
     let overlay = overlay_file(dir.path());
     let old = std::fs::read(&image).unwrap();
     let from = format!("--from={}", overlay.display());
-    // 16 steps: the prepared journal (4), the overlay written in place (not fault points)
-    // and synced (1), the committed journal (4), applying (the descriptor table), sync,
-    // cut, sync, unlink, dir sync.
-    assert_crash_safe(&old, &["add", "--sparse", &from], 16, 60);
+    // 19 steps: the prepared journal (4), the overlay copied in place (3 chunks holding
+    // data) and synced (1), the committed journal (4), applying (the descriptor table),
+    // sync, cut, sync, unlink, dir sync.
+    assert_crash_safe(&old, &["add", "--sparse", &from], 19, 60);
 }
 
 #[test]
@@ -299,9 +324,9 @@ fn slow_add_dropping_cosign_entries_is_crash_safe() {
         out.status.success() && err.contains("removed 1 cosign"),
         "{err}"
     );
-    // 20 steps, the same count as the plain add above: the entry and its blobs leave in
+    // 24 steps, the same count as the plain add above: the entry and its blobs leave in
     // the same kinds of writes (the index and the descriptor table rewritten).
-    assert_crash_safe(&old, &["add", "--sparse", &from], 20, 60);
+    assert_crash_safe(&old, &["add", "--sparse", &from], 24, 60);
 }
 
 #[test]
@@ -418,10 +443,10 @@ fn slow_resize_is_crash_safe() {
             .arg(&image),
     );
     let old = std::fs::read(&image).unwrap();
-    // 87 steps: the new ext3 overlay is written by the ext3 writer (not a fault point),
-    // then copied over the old one chunk by chunk (1 MiB each, 72 MiB with holes zeroed
-    // below the old end).
-    assert_crash_safe(&old, &["resize", "--size", "72"], 87, 40);
+    // 95 steps: the new ext3 overlay written by the ext3 writer into the staging area
+    // (8 writes, each a fault point), then copied over the old one chunk by chunk (1 MiB
+    // each, 72 MiB with holes zeroed below the old end).
+    assert_crash_safe(&old, &["resize", "--size", "72"], 95, 40);
 }
 
 // ---------------------------------------------------------------- power loss

@@ -448,7 +448,7 @@ pub struct SquashfsWriter<'f> {
 }
 
 /// A positioned write through which a caller routes the writer's writes.
-pub type WriteHook = fn(&File, &[u8], u64) -> std::io::Result<()>;
+pub use crate::fs::target::WriteHook;
 
 fn io_err(what: &str, e: std::io::Error) -> Error {
     Error::io(format!("squashfs: {what}"), e)
