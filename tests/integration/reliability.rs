@@ -479,7 +479,7 @@ fn a_full_disk_during_import_leaves_the_output_whole_or_absent() {
 }
 
 #[test]
-fn mode_owner_xattrs_and_a_symlink_survive_an_in_place_edit() {
+fn mode_owner_xattrs_an_acl_and_a_symlink_survive_an_in_place_edit() {
     require_tool!("mke2fs");
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("real.oci.sif");
@@ -492,6 +492,30 @@ fn mode_owner_xattrs_and_a_symlink_survive_an_in_place_edit() {
         std::os::unix::fs::chown(&image, Some(1234), Some(5678)).unwrap();
     }
     rustix::fs::setxattr(&image, "user.keep", b"me", rustix::fs::XattrFlags::empty()).unwrap();
+    // A POSIX ACL granting user 4321 read access (the kernel's xattr form: version 2, then
+    // tag, permissions, id for USER_OBJ rw, USER 4321 r, GROUP_OBJ r, MASK r, OTHER none).
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (0x01u16, 6u16, u32::MAX),
+        (0x02, 4, 4321),
+        (0x04, 4, u32::MAX),
+        (0x10, 4, u32::MAX),
+        (0x20, 0, u32::MAX),
+    ] {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&id.to_le_bytes());
+    }
+    let acl_set = rustix::fs::setxattr(
+        &image,
+        "system.posix_acl_access",
+        &acl,
+        rustix::fs::XattrFlags::empty(),
+    )
+    .is_ok();
+    if !acl_set {
+        eprintln!("NOTE: this filesystem takes no POSIX ACLs; ACLs not checked");
+    }
     let before = std::fs::metadata(&image).unwrap();
     for args in [
         &["add", "--sparse"][..],
@@ -524,6 +548,11 @@ fn mode_owner_xattrs_and_a_symlink_survive_an_in_place_edit() {
         let mut value = [0u8; 16];
         let n = rustix::fs::getxattr(&image, "user.keep", &mut value).unwrap();
         assert_eq!(&value[..n], b"me", "{args:?}");
+        if acl_set {
+            let mut value = [0u8; 64];
+            let n = rustix::fs::getxattr(&image, "system.posix_acl_access", &mut value).unwrap();
+            assert_eq!(&value[..n], &acl[..], "{args:?}: the ACL");
+        }
     }
     assert_eq!(
         names(dir.path()),
@@ -606,4 +635,64 @@ fn a_running_containers_lock_on_the_overlay_is_respected() {
     // The container gone, the edit goes through.
     run_ok(sifovl().arg("seal").arg(&image));
     assert_ne!(sha(&image), before);
+}
+
+#[test]
+fn an_image_on_read_only_media_is_read_and_never_written() {
+    let Some(disk) = SmallDisk::mount(32) else {
+        return;
+    };
+    let image = disk.path.join("image.oci.sif");
+    std::fs::copy(crate::ocisif::sample("sample.oci.sif"), &image).unwrap();
+    run_ok(sifovl().args(["add", "--sparse"]).arg(&image));
+    // A second image left with an interrupted edit: its journal waits beside it.
+    let pending = disk.path.join("pending.oci.sif");
+    std::fs::copy(crate::ocisif::sample("sample.oci.sif"), &pending).unwrap();
+    let out = sifovl()
+        .args(["add", "--sparse"])
+        .arg(&pending)
+        .env("SIFOVL_FAULT_AT", "6")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(sifovl::journal::pending(&pending));
+    run_ok(
+        Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&disk.path),
+    );
+    let (image_sha, pending_sha) = (sha(&image), sha(&pending));
+    let listing = names(&disk.path);
+    for args in [&["verify"][..], &["ls"], &["inspect"], &["list"]] {
+        run_ok(sifovl().args(args).arg(&image));
+    }
+    for (target, args) in [
+        (&image, &["reconcile"][..]),
+        (&image, &["seal"]),
+        (&image, &["remove-overlay"]),
+        (&image, &["resize", "--size", "128"]),
+        (&pending, &["verify"]),
+        (&pending, &["recover"]),
+        (&pending, &["inspect"]),
+    ] {
+        let out = sifovl().args(args).arg(target).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.contains(&target.display().to_string()) && err.to_lowercase().contains("read-only"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!((sha(&image), sha(&pending)), (image_sha, pending_sha));
+    assert_eq!(names(&disk.path), listing);
+    // Writable again, the pending edit is recovered as usual.
+    run_ok(
+        Command::new("mount")
+            .args(["-o", "remount,rw"])
+            .arg(&disk.path),
+    );
+    run_ok(sifovl().arg("recover").arg(&pending));
+    assert!(!sifovl::journal::pending(&pending));
+    run_ok(sifovl().arg("verify").arg(&pending));
 }
