@@ -1468,7 +1468,7 @@ fn username_plain_http_and_oras_as_options() {
 
 #[test]
 fn a_full_disk_during_pull_leaves_the_output_whole_or_absent() {
-    use crate::reliability::{SmallDisk, image_with_payload, new_file_or_nothing};
+    use crate::reliability::{SmallDisk, image_with_payload};
     require_registry!();
     let Some(disk) = SmallDisk::mount(48) else {
         return;
@@ -1489,23 +1489,12 @@ fn a_full_disk_during_pull_leaves_the_output_whole_or_absent() {
         image.to_str().unwrap(),
         &tar,
     ]);
-    let out = disk.path.join("out.oci.sif");
     let mut outcomes = std::collections::BTreeMap::new();
     for reference in [&stored, &tar] {
         for free_kib in [0u64, 8, 64, 512, 2048, 6144, 12288, 18432, 24576, 40960] {
-            disk.fill_to(free_kib);
-            let result = sifovl()
-                .arg("pull")
-                .arg(reference)
-                .arg(&out)
-                .output()
-                .unwrap();
             let what = format!("pull {reference} with {free_kib} KiB free");
-            let outcome = new_file_or_nothing(&disk, "out.oci.sif", &result, &what);
-            if outcome == "new" {
-                run_ok(sifovl().arg("verify").arg(&out));
-                std::fs::remove_file(&out).unwrap();
-            }
+            let outcome =
+                disk.write_new_image(free_kib, sifovl().arg("pull").arg(reference), &what);
             outcomes.insert(what, outcome);
         }
     }

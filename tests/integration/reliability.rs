@@ -84,6 +84,28 @@ impl Drop for SmallDisk {
     }
 }
 
+impl SmallDisk {
+    /// Run `cmd` with the path of a new image on this disk appended, when only `free_kib`
+    /// KiB are left: see [`new_file_or_nothing`]; a new image must pass `verify`, and is
+    /// removed again.
+    pub(crate) fn write_new_image(
+        &self,
+        free_kib: u64,
+        cmd: &mut Command,
+        what: &str,
+    ) -> &'static str {
+        self.fill_to(free_kib);
+        let out = self.path.join("out.oci.sif");
+        let result = cmd.arg(&out).output().unwrap();
+        let outcome = new_file_or_nothing(self, "out.oci.sif", &result, what);
+        if outcome == "new" {
+            run_ok(sifovl().arg("verify").arg(&out));
+            std::fs::remove_file(&out).unwrap();
+        }
+        outcome
+    }
+}
+
 /// What a command that writes a new file (`OUT`) did on a disk `free_kib` KiB from full:
 /// it succeeded, leaving `OUT` and nothing else, or failed with one line saying the disk is
 /// full, leaving nothing at all. Returns "new" or "ENOSPC, nothing left".
@@ -453,23 +475,16 @@ fn a_full_disk_during_import_leaves_the_output_whole_or_absent() {
     run_ok(sifovl().arg("seal").arg(&image));
     let layout = dir.path().join("layout");
     run_ok(sifovl().arg("export").arg(&image).arg(&layout));
-    let out = disk.path.join("out.oci.sif");
     let mut outcomes = std::collections::BTreeMap::new();
     for free_kib in [0u64, 8, 64, 512, 2048, 6144, 9216, 16384] {
         for keep in [false, true] {
-            disk.fill_to(free_kib);
             let mut cmd = sifovl();
             cmd.arg("import");
             if keep {
                 cmd.arg("--keep-layers");
             }
-            let result = cmd.arg(&layout).arg(&out).output().unwrap();
             let what = format!("import (keep layers: {keep}) with {free_kib} KiB free");
-            let outcome = new_file_or_nothing(&disk, "out.oci.sif", &result, &what);
-            if outcome == "new" {
-                run_ok(sifovl().arg("verify").arg(&out));
-                std::fs::remove_file(&out).unwrap();
-            }
+            let outcome = disk.write_new_image(free_kib, cmd.arg(&layout), &what);
             outcomes.insert(what, outcome);
         }
     }
