@@ -404,11 +404,9 @@ fn debugfs_listing(ext3: &Path, dirs: &[String]) -> BTreeMap<String, (u32, u32, 
     out
 }
 
-#[test]
-fn ls_of_the_overlay_and_of_layers_matches_debugfs_unsquashfs_and_sha256sum() {
-    require_tool!("unsquashfs");
-    require_tool!("debugfs");
-    require_tool!("sha256sum");
+/// A copy of the OCI-SIF sample whose overlay holds [`make_tree`]'s tree (`add
+/// --from-dir`): (its directory, the image, the tree).
+fn image_with_tree_in_overlay() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let (dir, image) = scratch("sample.oci.sif");
     let tree = dir.path().join("tree");
     make_tree(&tree);
@@ -418,6 +416,15 @@ fn ls_of_the_overlay_and_of_layers_matches_debugfs_unsquashfs_and_sha256sum() {
             .arg(&tree)
             .arg(&image),
     );
+    (dir, image, tree)
+}
+
+#[test]
+fn ls_of_the_overlay_and_of_layers_matches_debugfs_unsquashfs_and_sha256sum() {
+    require_tool!("unsquashfs");
+    require_tool!("debugfs");
+    require_tool!("sha256sum");
+    let (dir, image, tree) = image_with_tree_in_overlay();
 
     // The overlay (no --layer): against debugfs on the overlay dumped out of the image.
     let ext3 = dir.path().join("overlay.ext3");
@@ -1114,15 +1121,7 @@ fn export_layer_of_each_layer_and_compression_is_what_tar_and_sha256sum_read() {
     require_tool!("unsquashfs");
     require_tool!("tar");
     require_tool!("zstd");
-    let (dir, image) = scratch("sample.oci.sif");
-    let tree = dir.path().join("tree");
-    make_tree(&tree);
-    run_ok(
-        sifovl()
-            .args(["add", "--sparse", "--from-dir"])
-            .arg(&tree)
-            .arg(&image),
-    );
+    let (dir, image, tree) = image_with_tree_in_overlay();
     run_ok(sifovl().arg("seal").arg(&image));
     let before = std::fs::read(&image).unwrap();
     let layer_paths = |n: usize| {
