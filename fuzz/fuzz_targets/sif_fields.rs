@@ -80,7 +80,9 @@ fuzz_target!(|data: &[u8]| {
             set(&mut image, table + slot % slots.max(1) * SLOT + at, width, op, value);
         } else {
             // The file's length: cut or zero-extended, up to twice the image.
-            let len = (value as u64 % (2 * image.len() as u64)) as usize;
+            // `max(1)`: an earlier record may have cut the file to nothing (a harness bug the
+            // first campaign found).
+            let len = (value as u64 % (2 * image.len() as u64).max(1)) as usize;
             image.resize(len, 0);
         }
     }
