@@ -188,9 +188,11 @@ fn assert_crash_safe(old: &[u8], args: &[&str], expected_steps: u64, random_tria
 
     // SIGKILL at random instants across the edit's duration (process start to exit). The
     // edit must be seen killed before and after its commit and while a journal exists: if
-    // the planned trials miss one of these, more are run (up to four times as many).
+    // the planned trials miss one of these, more are run (up to four times as many), with
+    // the span widened while no kill has landed after the commit (a loaded machine runs
+    // the edit slower than the timed run) and narrowed while none has landed before it.
     let mut seed = 0x2545F4914F6CDD1Du64;
-    let span = duration.as_micros().max(1000) as u64;
+    let mut span = duration.as_micros().max(1000) as u64;
     while seen.kills < random_trials
         || (seen.kills < 4 * random_trials
             && (seen.killed_old == 0 || seen.killed_new == 0 || seen.killed_with_journal == 0))
@@ -199,6 +201,13 @@ fn assert_crash_safe(old: &[u8], args: &[&str], expected_steps: u64, random_tria
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
+        if seen.kills >= random_trials {
+            if seen.killed_new == 0 {
+                span = span * 5 / 4;
+            } else if seen.killed_old == 0 || seen.killed_with_journal == 0 {
+                span = (span * 4 / 5).max(1000);
+            }
+        }
         let mut child = edit_command(args, &work)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
