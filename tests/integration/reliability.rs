@@ -309,6 +309,9 @@ fn two_processes_on_one_image_never_both_write() {
     require_tool!("debugfs");
     let dir = tempfile::tempdir().unwrap();
     let image = image_with_payload(dir.path(), 24);
+    // In sync, so a reader that comes before the seal takes its lock sees an image that
+    // verifies (the writable run left the overlay's digest stale).
+    run_ok(sifovl().arg("reconcile").arg(&image));
     let old = sha(&image);
     let mut seal = sifovl()
         .arg("seal")
