@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --locked --quiet
-bin=target/release/sifovl
+bin=${CARGO_TARGET_DIR:-target}/release/sifovl
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp testdata/sample.oci.sif "$work/image.oci.sif"
