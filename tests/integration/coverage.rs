@@ -546,6 +546,20 @@ fn assert_same_tree(ours: &Path, source: &Path, what: &str) {
     }
 }
 
+/// GNU tar extracts the tar file `out` (into `scratch/NAME.d`) to exactly `tree`.
+fn assert_gnu_tar_extracts_the_tree(out: &Path, scratch: &Path, tree: &Path, name: &str) {
+    let unpacked = scratch.join(format!("{name}.d"));
+    std::fs::create_dir(&unpacked).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(out)
+            .arg("-C")
+            .arg(&unpacked),
+    );
+    assert_same_tree(&unpacked, tree, name);
+}
+
 #[test]
 fn mksquashfs_unpacks_to_the_same_tree_with_the_compressor_and_block_size_asked() {
     require_tool!("unsquashfs");
@@ -696,16 +710,7 @@ fn mktar_unpacks_with_gnu_tar_to_the_same_tree_and_its_digests_are_sha256sums() 
             assert_eq!(mode, &want_mode[1..], "{name}: {path}");
             assert_eq!(owner, &format!("{uid}/{gid}"), "{name}: {path}");
         }
-        let unpacked = dir.path().join(format!("{name}.d"));
-        std::fs::create_dir(&unpacked).unwrap();
-        run_ok(
-            Command::new("tar")
-                .arg("-xf")
-                .arg(&out)
-                .arg("-C")
-                .arg(&unpacked),
-        );
-        assert_same_tree(&unpacked, &tree, name);
+        assert_gnu_tar_extracts_the_tree(&out, dir.path(), &tree, name);
     }
 }
 
@@ -1170,16 +1175,7 @@ fn export_layer_of_each_layer_and_compression_is_what_tar_and_sha256sum_read() {
             "{name}: tar -t lists the layer's files"
         );
         if layer == 1 {
-            let unpacked = dir.path().join(format!("{name}.d"));
-            std::fs::create_dir(&unpacked).unwrap();
-            run_ok(
-                Command::new("tar")
-                    .arg("-xf")
-                    .arg(&out)
-                    .arg("-C")
-                    .arg(&unpacked),
-            );
-            assert_same_tree(&unpacked, &tree, name);
+            assert_gnu_tar_extracts_the_tree(&out, dir.path(), &tree, name);
         }
     }
     assert_eq!(
