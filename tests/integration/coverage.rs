@@ -955,18 +955,7 @@ fn list_info_and_header_json_agree_with_the_siftool_goldens() {
     }
 
     // info: the golden's image and object, from the fixtures' README.
-    for (golden, image, id) in [
-        ("Time", "one-object-time", 1),
-        ("GenericJSON", "one-object-generic-json", 1),
-        ("CryptMessage", "one-object-crypt-message", 1),
-        ("SBOM", "one-object-sbom", 1),
-        ("OCIRootIndex", "one-object-oci-root-index", 1),
-        ("OCIBlob", "one-object-oci-blob", 1),
-        ("DataPartitionRaw", "two-groups-signed-pgp", 1),
-        ("DataPartitionSquashFS", "two-groups-signed-pgp", 2),
-        ("DataPartitionEXT3", "two-groups-signed-pgp", 3),
-        ("DataSignature", "two-groups-signed-pgp", 4),
-    ] {
+    for (golden, image, id) in crate::sif::INFO_GOLDENS {
         let o = json(
             sifovl()
                 .args(["info", "--json", &id.to_string()])

@@ -72,23 +72,26 @@ fn list_and_header_equal_the_siftool_goldens() {
     assert!(compared >= 38, "only {compared} goldens compared");
 }
 
+/// The siftool `info` goldens of the fixtures: (golden, image, object id), from the
+/// fixtures' README.
+pub(crate) const INFO_GOLDENS: [(&str, &str, u32); 10] = [
+    ("Time", "one-object-time", 1),
+    ("GenericJSON", "one-object-generic-json", 1),
+    ("CryptMessage", "one-object-crypt-message", 1),
+    ("SBOM", "one-object-sbom", 1),
+    ("OCIRootIndex", "one-object-oci-root-index", 1),
+    ("OCIBlob", "one-object-oci-blob", 1),
+    ("DataPartitionRaw", "two-groups-signed-pgp", 1),
+    ("DataPartitionSquashFS", "two-groups-signed-pgp", 2),
+    ("DataPartitionEXT3", "two-groups-signed-pgp", 3),
+    ("DataSignature", "two-groups-signed-pgp", 4),
+];
+
 #[test]
 fn info_and_dump_equal_the_siftool_goldens() {
     let fixtures = require_fixtures!();
     let images = fixtures.join("sylabs-sif/images");
-    let table = [
-        ("Time", "one-object-time", 1),
-        ("GenericJSON", "one-object-generic-json", 1),
-        ("CryptMessage", "one-object-crypt-message", 1),
-        ("SBOM", "one-object-sbom", 1),
-        ("OCIRootIndex", "one-object-oci-root-index", 1),
-        ("OCIBlob", "one-object-oci-blob", 1),
-        ("DataPartitionRaw", "two-groups-signed-pgp", 1),
-        ("DataPartitionSquashFS", "two-groups-signed-pgp", 2),
-        ("DataPartitionEXT3", "two-groups-signed-pgp", 3),
-        ("DataSignature", "two-groups-signed-pgp", 4),
-    ];
-    for (golden, image, id) in table {
+    for (golden, image, id) in INFO_GOLDENS {
         let ours = run_ok(
             sifovl()
                 .args(["info", &id.to_string()])
