@@ -41,6 +41,9 @@ const CHUNK: usize = 1 << 20;
 const STAGE_ALIGN: u64 = 1 << 16;
 /// A journal larger than this is not one of ours (ours hold only small JSON and tables).
 const MAX_JOURNAL: u64 = 256 << 20;
+/// How far the final layout may reach past the file and the bytes a journal carries:
+/// alignment of new objects, generously.
+const JOURNAL_SLACK: u64 = 16 << 20;
 
 /// The journal path for `path`.
 pub fn journal_path(path: &Path) -> PathBuf {
@@ -203,6 +206,12 @@ pub fn staged_write(file: &File, buf: &[u8], offset: u64) -> std::io::Result<()>
     write_at(file, buf, offset)
 }
 
+/// A length change issued outside this module for staged data (a writer that sizes its
+/// staging area first): a fault point, and recorded, like the journal's own.
+pub fn staged_set_len(file: &File, len: u64) -> std::io::Result<()> {
+    set_len(file, len)
+}
+
 fn sync(file: &File) -> std::io::Result<()> {
     step();
     record::sync(file);
@@ -355,6 +364,61 @@ impl Record {
     }
 }
 
+impl Record {
+    /// Why this record cannot have been written by [`Edit::commit`] for a file now `len`
+    /// bytes long, if it cannot. A checksum proves the journal is whole, not that its
+    /// numbers are sane: a forged or buggy journal must not zero a petabyte or grow the
+    /// image to a terabyte. Every bound holds for any state a crash or power loss leaves:
+    /// staged data is synced before the commit, so copies read inside the file until the
+    /// cut to the final length; the final layout grows past the file only by the bytes the
+    /// journal itself carries (new JSON objects), plus alignment; a rollback only shrinks.
+    fn implausible(&self, len: u64) -> Option<String> {
+        if self.state != STATE_COMMITTED {
+            return (self.old_len > len).then(|| {
+                format!(
+                    "rolling back would grow the file from {len} to {} bytes",
+                    self.old_len
+                )
+            });
+        }
+        let carried: u64 = self
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::Write { bytes, .. } => bytes.len() as u64,
+                _ => 0,
+            })
+            .sum();
+        let limit = len.saturating_add(carried).saturating_add(JOURNAL_SLACK);
+        if self.final_len > limit {
+            return Some(format!(
+                "final length {} is beyond what the file ({len} bytes) and the journal can fill",
+                self.final_len
+            ));
+        }
+        let copies_done = len <= self.final_len;
+        for op in &self.ops {
+            let (what, end) = match op {
+                Op::Write { offset, bytes } => ("write", offset.checked_add(bytes.len() as u64)),
+                Op::Copy { dst, len, .. } => ("copy", dst.checked_add(*len)),
+                Op::Zero { offset, len } => ("zeroing", offset.checked_add(*len)),
+            };
+            if end.is_none_or(|end| end > limit) {
+                return Some(format!("a {what} reaches past {limit} bytes"));
+            }
+            if let Op::Copy { src, len: n, .. } = op
+                && !copies_done
+                && src.checked_add(*n).is_none_or(|end| end > len)
+            {
+                return Some(format!(
+                    "a copy reads past the end of the file ({len} bytes)"
+                ));
+            }
+        }
+        None
+    }
+}
+
 struct Cursor<'a> {
     data: &'a [u8],
     pos: usize,
@@ -500,6 +564,12 @@ pub fn recover(path: &Path, file: &File) -> Result<bool> {
     if (meta.dev(), meta.ino()) != (record.dev, record.ino) {
         return Err(Error::refused(format!(
             "{}: belongs to another file (it was copied or replaced); remove it to proceed",
+            journal.display()
+        )));
+    }
+    if let Some(why) = record.implausible(meta.len()) {
+        return Err(Error::malformed(format!(
+            "{}: not a journal sifovl could have written ({why}); the image may be mid-edit. Keep both files and report this",
             journal.display()
         )));
     }
@@ -1184,6 +1254,103 @@ mod tests {
         let err = recover(&path, &file).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Refused);
         assert_eq!(std::fs::read(&path).unwrap(), b"abc");
+    }
+
+    #[test]
+    fn a_journal_with_absurd_numbers_is_refused_and_nothing_is_touched() {
+        let (_dir, path) = image(&[7u8; 4096]);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let meta = file.metadata().unwrap();
+        let base = Record {
+            state: STATE_COMMITTED,
+            dev: meta.dev(),
+            ino: meta.ino(),
+            old_len: 4096,
+            final_len: 4096,
+            ops: vec![],
+        };
+        const PETABYTE: u64 = 1 << 50;
+        let absurd = [
+            // A zeroing of a petabyte.
+            Record {
+                ops: vec![Op::Zero {
+                    offset: 0,
+                    len: PETABYTE,
+                }],
+                ..base.clone()
+            },
+            // A final length of a terabyte.
+            Record {
+                final_len: 1 << 40,
+                ..base.clone()
+            },
+            // A copy from far past the end of the file (into a file still longer than its
+            // final length: the copies are not done yet).
+            Record {
+                final_len: 2048,
+                ops: vec![Op::Copy {
+                    src: PETABYTE,
+                    dst: 0,
+                    len: 4096,
+                    sparse: false,
+                }],
+                ..base.clone()
+            },
+            // A write whose end overflows.
+            Record {
+                ops: vec![Op::Write {
+                    offset: u64::MAX - 1,
+                    bytes: vec![1; 4],
+                }],
+                ..base.clone()
+            },
+            // A rollback that would grow the file.
+            Record {
+                state: STATE_PREPARED,
+                old_len: PETABYTE,
+                ..base.clone()
+            },
+        ];
+        for record in absurd {
+            std::fs::write(journal_path(&path), record.encode()).unwrap();
+            let err = recover(&path, &file).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Malformed, "{record:?}");
+            assert!(
+                err.to_string()
+                    .contains("not a journal sifovl could have written")
+            );
+            assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 4096], "{record:?}");
+            assert!(
+                pending(&path),
+                "the journal is kept for a human: {record:?}"
+            );
+        }
+        // The same shapes with sane numbers are carried out: JSON objects appended past the
+        // end, a deleted object zeroed.
+        let sane = Record {
+            final_len: 4096 + 100,
+            ops: vec![
+                Op::Zero {
+                    offset: 1000,
+                    len: 96,
+                },
+                Op::Write {
+                    offset: 4096,
+                    bytes: vec![9; 100],
+                },
+            ],
+            ..base
+        };
+        std::fs::write(journal_path(&path), sane.encode()).unwrap();
+        assert!(recover(&path, &file).unwrap());
+        let out = std::fs::read(&path).unwrap();
+        assert_eq!(out.len(), 4196);
+        assert_eq!(&out[1000..1096], &[0u8; 96]);
+        assert_eq!(&out[4096..], &[9u8; 100]);
     }
 
     #[test]

@@ -153,7 +153,7 @@ pub fn resize(path: &Path, options: &ResizeOptions) -> Result<ResizeReport> {
     let (staged, len) = edit
         .stage_with_at(reach, |f, at| {
             if f.metadata().map(|m| m.len()).unwrap_or(0) < at + new_size {
-                f.set_len(at + new_size)
+                crate::journal::staged_set_len(f, at + new_size)
                     .map_err(|e| Error::io("extending the file for the new overlay", e))?;
             }
             let target = Target::at(f, at).with_write_hook(crate::journal::staged_write);

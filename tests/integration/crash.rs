@@ -466,10 +466,10 @@ fn slow_resize_is_crash_safe() {
             .arg(&image),
     );
     let old = std::fs::read(&image).unwrap();
-    // 95 steps: the new ext3 overlay written by the ext3 writer into the staging area
-    // (8 writes, each a fault point), then copied over the old one chunk by chunk (1 MiB
+    // 96 steps: the staging area sized, the new ext3 overlay written by the ext3 writer
+    // into it (8 writes, each a fault point), then copied over the old one chunk by chunk (1 MiB
     // each, 72 MiB with holes zeroed below the old end).
-    assert_crash_safe(&old, &["resize", "--size", "72"], 95, 40);
+    assert_crash_safe(&old, &["resize", "--size", "72"], 96, 40);
 }
 
 // ---------------------------------------------------------------- power loss
