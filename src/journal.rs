@@ -856,6 +856,19 @@ impl<'a> Edit<'a> {
         Ok((head_at, head_len))
     }
 
+    /// Make the file at least `len` bytes long now, with a hole, so that what the commit
+    /// writes past the old end lands inside the file (a recovery never grows a file much
+    /// past its length and the journal's bytes). A rollback cuts it off again.
+    pub fn extend(&mut self, len: u64) -> Result<()> {
+        self.prepare()?;
+        let what = || format!("{}: extending the file", self.path.display());
+        if self.file.metadata().with_context(what)?.len() < len {
+            set_len(self.file, len).with_context(what)?;
+        }
+        self.stage_end = self.stage_end.max(len.next_multiple_of(STAGE_ALIGN));
+        Ok(())
+    }
+
     /// Read back bytes of the file as it is now (e.g. staged data).
     pub fn file(&self) -> &File {
         self.file

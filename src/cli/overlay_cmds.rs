@@ -115,11 +115,16 @@ fn add_one(args: &AddArgs, image: &Path) -> Result<Outcome> {
 
 #[derive(Args)]
 #[command(
-    after_help = "The overlay's whole tree is read and written into a new ext3 filesystem of
-the new size (sifovl's own writer), in one crash-safe edit: files, holes, links, devices,
-owners, modes, modification times, xattrs, whiteouts and work/ are kept, and so are the
-filesystem UUID and hash seed. Inode numbers change, and access and change times become the
-modification time. A size below what the content needs is refused; so is an overlay whose
+    after_help = "Growing happens in place, as resize2fs does: the content stays where it is,
+new block groups are added after it and only metadata is written, so it takes about as long
+for a full overlay as for an empty one. Filesystems whose layout is not grown in place
+(meta_bg, 64bit, checksummed metadata, a descriptor table with no room left) and every
+shrink are rewritten instead: the whole tree is read and written into a new ext3 filesystem
+of the new size (sifovl's own writer): files, holes, links, devices, owners, modes,
+modification times, xattrs, whiteouts and work/ are kept, and so are the filesystem UUID
+and hash seed; inode numbers change, and access and change times become the modification
+time. The report says which was done, and why not in place. Either way it is one
+crash-safe edit. A size below what the content needs is refused; so is an overlay whose
 journal needs recovery (run `sifovl recover-overlay` first).
 
 Examples:
@@ -164,15 +169,29 @@ fn resize_one(args: &ResizeArgs, image: &Path) -> Result<Outcome> {
         report.dropped_cosign_entries,
     );
     emit(args.json, &report, |r| {
+        let how = if r.method == "in place" {
+            "grown in place".to_string()
+        } else {
+            "resized".to_string()
+        };
+        let copied = if r.method == "in place" {
+            "content left where it was".to_string()
+        } else {
+            format!("{} MiB of file data rewritten", r.data_bytes >> 20)
+        };
+        let because = r
+            .rewritten_because
+            .as_deref()
+            .map(|why| format!("\n  not grown in place: {why}"))
+            .unwrap_or_default();
         format!(
-            "{}: overlay resized from {} MiB to {} MiB (object {} at offset {}; {} inodes, {} MiB of file data){}",
+            "{}: overlay {how} from {} MiB to {} MiB (object {} at offset {}; {} inodes, {copied}){}{because}",
             r.image,
             r.old_size >> 20,
             r.new_size >> 20,
             r.object,
             r.offset,
             r.inodes,
-            r.data_bytes >> 20,
             r.digest
                 .as_deref()
                 .map(|d| format!(" ({d})"))

@@ -302,6 +302,13 @@ pub(crate) enum BlobData {
         head_len: u64,
         sparse: bool,
     },
+    /// Already at its final place for its first `kept` bytes (the object it replaces, grown
+    /// in place), but for these patches (offset in the blob, bytes) written at commit; the
+    /// rest reads as zeros.
+    InPlace {
+        kept: u64,
+        patches: Vec<(u64, Vec<u8>)>,
+    },
 }
 
 /// A blob the new image needs that the SIF may not hold yet.

@@ -155,8 +155,27 @@ pub(crate) fn replace_overlay_partition(
 }
 
 pub(crate) fn apply_plan(edit: &mut Edit<'_>, on_disk_metadata: &[u8], plan: WritePlan) -> u64 {
+    // What a blob grown in place keeps of the object it replaces is never zeroed.
+    let kept: Vec<(u64, u64)> = plan
+        .blobs
+        .iter()
+        .filter_map(|(offset, blob)| match blob.data {
+            BlobData::InPlace { kept, .. } => Some((*offset, offset + kept)),
+            _ => None,
+        })
+        .collect();
     for (offset, len) in plan.zero {
-        edit.zero(offset, len);
+        let mut pieces = vec![(offset, offset + len)];
+        for &(from, to) in &kept {
+            pieces = pieces
+                .into_iter()
+                .flat_map(|(a, b)| [(a, b.min(from)), (a.max(to), b)])
+                .filter(|(a, b)| a < b)
+                .collect();
+        }
+        for (a, b) in pieces {
+            edit.zero(a, b - a);
+        }
     }
     for (offset, blob) in plan.blobs {
         match blob.data {
@@ -172,6 +191,11 @@ pub(crate) fn apply_plan(edit: &mut Edit<'_>, on_disk_metadata: &[u8], plan: Wri
             } => {
                 if head_len > 0 {
                     edit.copy(head_at, offset, head_len, sparse);
+                }
+            }
+            BlobData::InPlace { patches, .. } => {
+                for (at, bytes) in patches {
+                    edit.write(offset + at, bytes);
                 }
             }
         }

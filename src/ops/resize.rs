@@ -1,6 +1,12 @@
 //! `resize`: grow or shrink the writable ext3 overlay (the last layer of an OCI-SIF, or a
-//! native SIF's overlay partition) by reading its whole tree through our ext reader and
-//! writing a new filesystem of the new size with our ext3 writer, in one crash-safe edit.
+//! native SIF's overlay partition), in one crash-safe edit.
+//!
+//! Growing happens in place where the layout allows (`fs::ext::grow`): the content stays
+//! where it is, new block groups are added after it, and only metadata is written (the
+//! superblock, descriptor tables, bitmaps), so the cost does not depend on how much the
+//! overlay holds. Otherwise (shrinking, or a filesystem whose features are not grown in
+//! place) the whole tree is read through our ext reader and written as a new filesystem of
+//! the new size by our ext3 writer.
 //!
 //! Everything a tree holds is kept (files, holes, directories, symlinks, hard links,
 //! devices, FIFOs, sockets, modes, owners, modification times, xattrs, whiteouts, `work/`),
@@ -13,9 +19,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{Format, Image, Overlay, replace_with_new_layer};
-use crate::digest::hash_range_sparse;
+use super::{Format, Image, Overlay, new_layer_offset, replace_with_new_layer};
+use crate::digest::{Digest, hash_range_sparse};
 use crate::error::{Error, Result};
+use crate::fs::ext::grow::{GrowPlan, Growth, plan_growth};
 use crate::fs::ext::{Ext3Options, ExtFs, Outcome, TreeNeeds, write_ext3};
 use crate::fs::overlay::{EXT3_MAX_BYTES, MIN_OVERLAY_MIB, read_ext3_header, too_small};
 use crate::fs::target::Target;
@@ -56,8 +63,14 @@ pub struct ResizeReport {
     pub digest: Option<String>,
     /// Inodes in use in the new overlay.
     pub inodes: u64,
-    /// Bytes of file content copied.
+    /// Bytes of file content copied (0 when grown in place).
     pub data_bytes: u64,
+    /// "in place" (grown: only metadata written) or "rewritten" (the whole tree copied
+    /// into a new filesystem).
+    pub method: &'static str,
+    /// Why a growth was not done in place.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewritten_because: Option<String>,
     /// Cosign entries dropped because the new manifest invalidates them.
     pub dropped_cosign_entries: usize,
     /// SIF signature objects that no longer verify after the edit.
@@ -144,9 +157,27 @@ pub fn resize(path: &Path, options: &ResizeOptions) -> Result<ResizeReport> {
         digest: None,
         inodes: 0,
         data_bytes: 0,
+        method: "rewritten",
+        rewritten_because: None,
         dropped_cosign_entries: 0,
         invalidated_signatures: signatures,
     };
+    if new_size > overlay.size {
+        match grow_in_place(path, &file, &mut container, oci.as_ref(), overlay, new_size)
+            .map_err(ctx)?
+        {
+            Ok(grown) => {
+                report.object = grown.object;
+                report.offset = grown.offset;
+                report.digest = grown.digest.map(|d| d.to_string());
+                report.inodes = grown.inodes;
+                report.dropped_cosign_entries = oci.as_ref().map_or(0, |i| i.cosign.len());
+                report.method = "in place";
+                return Ok(report);
+            }
+            Err(why) => report.rewritten_because = Some(why),
+        }
+    }
     let mut edit = Edit::begin(path, &file)?;
     // Staged beyond where the final layout can reach, so the commit never moves it.
     let reach = edit.old_len() + new_size + (1 << 20);
@@ -247,4 +278,188 @@ fn resize_native(
     report.object = object;
     report.offset = offset;
     Ok(())
+}
+
+/// What growing in place did.
+struct Grown {
+    object: u32,
+    offset: u64,
+    digest: Option<Digest>,
+    inodes: u64,
+}
+
+/// Grow the overlay in place and commit, or say why not (`Ok(Err(why))`, nothing written).
+fn grow_in_place(
+    path: &Path,
+    file: &File,
+    container: &mut Container,
+    oci: Option<&OciImage>,
+    overlay: Overlay,
+    new_size: u64,
+) -> Result<std::result::Result<Grown, String>> {
+    let mut read = |at: u64, buf: &mut [u8]| {
+        if at + buf.len() as u64 > overlay.size {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "past the end of the overlay",
+            ));
+        }
+        file.read_exact_at(buf, overlay.offset + at)
+    };
+    let plan = match plan_growth(&mut read, new_size)? {
+        Growth::InPlace(plan) => plan,
+        Growth::Rewrite(why) => return Ok(Err(why)),
+    };
+    // Past the old filesystem, the grown one expects zeros (its new inode tables): the old
+    // object's bytes there must already be zeros.
+    let tail = overlay.size.saturating_sub(plan.old_fs_bytes);
+    if tail > 0 && !reads_as_zeros(file, overlay.offset + plan.old_fs_bytes, tail)? {
+        return Ok(Err(
+            "the overlay holds non-zero bytes past its filesystem".to_string()
+        ));
+    }
+    let old_len = file
+        .metadata()
+        .map_err(|e| Error::io("reading the file's length", e))?
+        .len();
+    // Bytes between the old overlay's end and the new one's that are not rewritten by the
+    // plan (old JSON objects, trailing bytes) must become zeros.
+    let stale_end = (overlay.offset + new_size).min(old_len);
+    let stale_from = overlay.offset + overlay.size;
+    match oci {
+        Some(image) => {
+            let last = image.layers.len() - 1;
+            // Where the layout puts a layer of the new size, known before its digest.
+            let probe = Digest::of(b"sifovl: where a grown overlay goes");
+            let layer = |digest: Digest| Descriptor {
+                media_type: MediaType::Ext3Layer,
+                size: new_size,
+                digest,
+            };
+            let (manifest, config) =
+                image.with_layer_replaced(last, &probe, new_size, Some(&layer(probe)))?;
+            let at = new_layer_offset(container, image, manifest, &config, probe, new_size)?;
+            if at != overlay.offset {
+                return Ok(Err(format!(
+                    "the image's layout would move the overlay from {} to {at}",
+                    overlay.offset
+                )));
+            }
+            let digest = hash_grown(file, overlay, &plan, new_size)?;
+            let (manifest, config) =
+                image.with_layer_replaced(last, &digest, new_size, Some(&layer(digest)))?;
+            let mut edit = Edit::begin(path, file)?;
+            let blob = NewBlob {
+                digest,
+                size: new_size,
+                data: BlobData::InPlace {
+                    kept: overlay.size,
+                    patches: plan.patches,
+                },
+            };
+            let placed = replace_with_new_layer(
+                container,
+                &mut edit,
+                image,
+                manifest,
+                &config,
+                blob,
+                "grown overlay",
+            )?;
+            if placed.offset != overlay.offset {
+                return Err(Error::malformed(format!(
+                    "internal error: the grown overlay was placed at {} instead of {}",
+                    placed.offset, overlay.offset
+                )));
+            }
+            if stale_end > stale_from {
+                edit.zero(stale_from, stale_end - stale_from);
+            }
+            edit.extend(container.data_end())?;
+            edit.commit()?;
+            Ok(Ok(Grown {
+                object: placed.object,
+                offset: placed.offset,
+                digest: Some(digest),
+                inodes: plan.inodes_used,
+            }))
+        }
+        None => {
+            if container.object(overlay.object)?.end() != container.data_end() {
+                return Ok(Err("another object follows the overlay".to_string()));
+            }
+            let mut edit = Edit::begin(path, file)?;
+            let on_disk = container.metadata_bytes();
+            let time = container.time_for_edit();
+            container.resize_last(overlay.object, new_size, time)?;
+            if stale_end > stale_from {
+                edit.zero(stale_from, stale_end - stale_from);
+            }
+            for (at, bytes) in plan.patches {
+                edit.write(overlay.offset + at, bytes);
+            }
+            edit.write_changed_sectors(&on_disk, &container.metadata_bytes());
+            let final_len = container.data_end();
+            edit.set_final_len(final_len);
+            edit.extend(final_len)?;
+            edit.commit()?;
+            Ok(Ok(Grown {
+                object: overlay.object,
+                offset: overlay.offset,
+                digest: None,
+                inodes: plan.inodes_used,
+            }))
+        }
+    }
+}
+
+/// Whether `len` bytes at `offset` of `file` are all zeros (holes are not read).
+fn reads_as_zeros(file: &File, offset: u64, len: u64) -> Result<bool> {
+    let mut buf = vec![0u8; 1 << 20];
+    for (from, to) in crate::digest::data_extents(file, offset, len) {
+        let mut pos = from;
+        while pos < to {
+            let n = (to - pos).min(buf.len() as u64) as usize;
+            file.read_exact_at(&mut buf[..n], offset + pos)
+                .map_err(|e| Error::io("reading the overlay", e))?;
+            if buf[..n].iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            pos += n as u64;
+        }
+    }
+    Ok(true)
+}
+
+/// The digest of the grown overlay: the old object's bytes, then zeros, with the plan's
+/// patches over them.
+fn hash_grown(file: &File, overlay: Overlay, plan: &GrowPlan, new_size: u64) -> Result<Digest> {
+    use sha2::{Digest as _, Sha256};
+    const CHUNK: u64 = 1 << 20;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK as usize];
+    let progress = crate::progress::task("hashing", new_size);
+    let mut pos = 0u64;
+    while pos < new_size {
+        crate::interrupt::check()?;
+        let n = (new_size - pos).min(CHUNK);
+        let chunk = &mut buf[..n as usize];
+        let from_file = overlay.size.saturating_sub(pos).min(n) as usize;
+        file.read_exact_at(&mut chunk[..from_file], overlay.offset + pos)
+            .map_err(|e| Error::io("reading the overlay", e))?;
+        chunk[from_file..].fill(0);
+        for (at, bytes) in &plan.patches {
+            let (start, end) = (*at, at + bytes.len() as u64);
+            if end <= pos || start >= pos + n {
+                continue;
+            }
+            let (a, b) = (start.max(pos), end.min(pos + n));
+            chunk[(a - pos) as usize..(b - pos) as usize]
+                .copy_from_slice(&bytes[(a - start) as usize..(b - start) as usize]);
+        }
+        hasher.update(&chunk[..]);
+        progress.advance(n);
+        pos += n;
+    }
+    Ok(Digest::from_bytes(hasher.finalize().into()))
 }

@@ -396,6 +396,26 @@ impl Container {
         Ok(d)
     }
 
+    /// Change the size of the object that ends the data section (a partition grown in
+    /// place): its descriptor and the header's `DataSize` follow; its id and offset stay.
+    pub fn resize_last(&mut self, id: u32, size: u64, time: i64) -> Result<()> {
+        let end = self.data_end();
+        let d = self.object_mut(id)?;
+        if d.end() != end {
+            return Err(Error::refused(format!(
+                "object {id}: not the last object of the data section"
+            )));
+        }
+        let padding = d.size_with_padding - d.size;
+        d.size = size;
+        d.size_with_padding = padding + size;
+        d.modified_at = time;
+        let end = self.data_end();
+        self.header.data_size = (end - self.data_offset()) as i64;
+        self.header.modified_at = time;
+        Ok(())
+    }
+
     /// Remove an object's descriptor; returns it so the caller can zero its bytes.
     pub fn delete(&mut self, id: u32, time: i64) -> Result<Descriptor> {
         let d = self.object(id)?.clone();

@@ -461,15 +461,19 @@ fn slow_resize_is_crash_safe() {
     std::os::unix::fs::symlink("d/file", tree.join("link")).unwrap();
     run_ok(
         sifovl()
-            .args(["add", "--sparse", "--from-dir"])
+            .args(["add", "--sparse", "--size", "80", "--from-dir"])
             .arg(&tree)
             .arg(&image),
     );
     let old = std::fs::read(&image).unwrap();
-    // 96 steps: the staging area sized, the new ext3 overlay written by the ext3 writer
-    // into it (8 writes, each a fault point), then copied over the old one chunk by chunk (1 MiB
-    // each, 72 MiB with holes zeroed below the old end).
-    assert_crash_safe(&old, &["resize", "--size", "72"], 96, 40);
+    // Growing in place, 31 steps: the file extended (a hole) for the grown overlay, then
+    // the commit writes the metadata patches (superblocks, descriptor tables, bitmaps of
+    // the new groups) and the JSON objects.
+    assert_crash_safe(&old, &["resize", "--size", "200"], 31, 40);
+    // Shrinking rewrites, 95 steps: the staging area sized, the new ext3 overlay written by
+    // the ext3 writer into it (each write a fault point), then copied over the old one
+    // chunk by chunk (1 MiB each, 64 MiB with holes zeroed below the old end).
+    assert_crash_safe(&old, &["resize", "--size", "64"], 95, 40);
 }
 
 // ---------------------------------------------------------------- power loss

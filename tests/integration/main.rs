@@ -9,6 +9,7 @@ mod ext;
 mod ext_journal;
 mod ext_write;
 mod fuse_stack;
+mod grow;
 mod import;
 mod layering;
 mod ocisif;

@@ -21,6 +21,7 @@
 //! entries. This file opens a filesystem (superblock, geometry, group descriptors) and reads
 //! directories.
 
+pub mod grow;
 mod inode;
 mod journal;
 pub(crate) mod superblock;
