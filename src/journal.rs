@@ -156,6 +156,20 @@ pub mod record {
         }
     }
 
+    pub(super) fn zero(file: &File, offset: u64, len: u64) {
+        if enabled() {
+            emit(
+                &[
+                    "zero",
+                    &file_path(file),
+                    &offset.to_string(),
+                    &len.to_string(),
+                ],
+                &[],
+            );
+        }
+    }
+
     pub(super) fn set_len(file: &File, len: u64) {
         if enabled() {
             emit(&["set_len", &file_path(file), &len.to_string()], &[]);
@@ -192,6 +206,35 @@ pub mod record {
             emit(&["sync_dir", &dir.display().to_string()], &[]);
         }
     }
+}
+
+/// Make `len` bytes at `offset` read as zeros: a hole where the filesystem punches one (no
+/// data written, the space freed), written zeros elsewhere. One durable step.
+fn zero_range(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    use rustix::fs::{FallocateFlags, fallocate};
+    if len == 0 {
+        return Ok(());
+    }
+    step();
+    record::zero(file, offset, len);
+    if fallocate(
+        file,
+        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+        offset,
+        len,
+    )
+    .is_ok()
+    {
+        return Ok(());
+    }
+    let zeros = vec![0u8; CHUNK.min(len as usize)];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(CHUNK as u64) as usize;
+        file.write_all_at(&zeros[..n], offset + done)?;
+        done += n as u64;
+    }
+    Ok(())
 }
 
 fn write_at(file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
@@ -501,11 +544,8 @@ fn apply(file: &File, record: &Record) -> std::io::Result<()> {
                     // The hole before this region: only the part below the old end needs zeros.
                     let below_old_end = record.old_len.saturating_sub(dst + pos);
                     let zero_to = start.min(pos + below_old_end);
-                    while pos < zero_to {
-                        let n = (zero_to - pos).min(CHUNK as u64) as usize;
-                        buf[..n].fill(0);
-                        write_at(file, &buf[..n], dst + pos)?;
-                        pos += n as u64;
+                    if zero_to > pos {
+                        zero_range(file, dst + pos, zero_to - pos)?;
                     }
                     pos = start;
                     while pos < end {
@@ -520,15 +560,7 @@ fn apply(file: &File, record: &Record) -> std::io::Result<()> {
                     }
                 }
             }
-            Op::Zero { offset, len } => {
-                let zeros = vec![0u8; CHUNK.min(*len as usize)];
-                let mut done = 0u64;
-                while done < *len {
-                    let n = (*len - done).min(CHUNK as u64) as usize;
-                    write_at(file, &zeros[..n], offset + done)?;
-                    done += n as u64;
-                }
-            }
+            Op::Zero { offset, len } => zero_range(file, *offset, *len)?,
         }
     }
     sync(file)?;

@@ -307,3 +307,41 @@ fn layouts_not_grown_in_place_are_rewritten_and_say_why() {
         image_with_mke2fs_overlay("sample.sif", &["-O", "meta_bg,^resize_inode"], 64);
     grow_and_check(&image, 128, &big, Some("features"));
 }
+
+#[test]
+fn a_shrunk_overlay_stays_sparse() {
+    // A shrink rewrites the overlay over the old one: the new overlay's holes below the old
+    // end are punched, not written as zeros (which allocated the whole overlay).
+    require_tool!("e2fsck");
+    require_tool!("debugfs");
+    let (dir, image) = scratch("sample.oci.sif");
+    let tree = dir.path().join("tree");
+    let big = overlay_tree(&tree);
+    run_ok(
+        sifovl()
+            .args(["add", "--sparse", "--size", "300", "--from-dir"])
+            .arg(tree.join("upper"))
+            .arg(&image),
+    );
+    let allocated =
+        |p: &Path| std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(p).unwrap()) * 512;
+    assert!(allocated(&image) < 40 << 20, "add is sparse");
+    run_ok(sifovl().args(["resize", "--size", "100"]).arg(&image));
+    let (offset, size) = overlay_range(&image);
+    assert_eq!(size, 100 << 20);
+    assert!(
+        allocated(&image) < 40 << 20,
+        "the shrunk overlay allocates {} bytes for 12 MiB of content",
+        allocated(&image)
+    );
+    assert_fsck_clean(&image, offset, size);
+    let fs = dir.path().join("shrunk.ext3");
+    extract_overlay(&image, &fs);
+    let out = Command::new("debugfs")
+        .args(["-R", "cat /upper/d/big.bin"])
+        .arg(&fs)
+        .output()
+        .unwrap();
+    assert!(out.stdout == big);
+    run_ok(sifovl().arg("verify").arg(&image));
+}

@@ -312,54 +312,66 @@ fn two_processes_on_one_image_never_both_write() {
     // In sync, so a reader that comes before the seal takes its lock sees an image that
     // verifies (the writable run left the overlay's digest stale).
     run_ok(sifovl().arg("reconcile").arg(&image));
-    let old = sha(&image);
-    let mut seal = sifovl()
-        .arg("seal")
-        .arg(&image)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (mut refused, mut readers) = (0, 0);
-    loop {
-        if seal.try_wait().unwrap().is_some() {
-            break;
-        }
-        // A second editor is refused while the first holds the lock...
-        let out = sifovl()
-            .args(["add", "--sparse"])
+    for _attempt in 0..5 {
+        let old = sha(&image);
+        let mut seal = sifovl()
+            .arg("seal")
             .arg(&image)
-            .output()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        if out.status.success() {
-            // The seal had released its lock (it is exiting): the add came after it.
-            break;
+        let (mut refused, mut readers) = (0, 0);
+        loop {
+            if seal.try_wait().unwrap().is_some() {
+                break;
+            }
+            // A second editor is refused while the first holds the lock...
+            let out = sifovl()
+                .args(["add", "--sparse"])
+                .arg(&image)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            if out.status.success() {
+                // The seal had released its lock (it is exiting): the add came after it.
+                break;
+            }
+            if seal.try_wait().unwrap().is_none() {
+                // Refused for holding no lock ("in use"), or, before the seal took it, for the
+                // overlay it found: never a write.
+                assert_eq!(out.status.code(), Some(2), "{err}");
+                assert!(
+                    err.contains("in use") || err.contains("already exists"),
+                    "{err}"
+                );
+                refused += usize::from(err.contains("in use"));
+            }
+            // ...and a reader sees the old image or the new one, or is told to wait.
+            let out = sifovl().arg("verify").arg(&image).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            match out.status.code() {
+                Some(0) => readers += 1,
+                Some(2) if err.contains("in use") => {}
+                other => panic!("verify during an edit: {other:?} {err}"),
+            }
         }
-        if seal.try_wait().unwrap().is_none() {
-            // Refused for holding no lock ("in use"), or, before the seal took it, for the
-            // overlay it found: never a write.
-            assert_eq!(out.status.code(), Some(2), "{err}");
-            assert!(
-                err.contains("in use") || err.contains("already exists"),
-                "{err}"
-            );
-            refused += usize::from(err.contains("in use"));
+        let sealed = seal.wait_with_output().unwrap();
+        if !sealed.status.success() {
+            // A reader or the second editor took the lock before the seal did: the seal is
+            // the one refused, clearly, with nothing written. Try the race again.
+            let err = String::from_utf8_lossy(&sealed.stderr);
+            assert!(err.contains("in use"), "seal: {err}");
+            assert_eq!(sha(&image), old, "a refused seal changed the image");
+            continue;
         }
-        // ...and a reader sees the old image or the new one, or is told to wait.
-        let out = sifovl().arg("verify").arg(&image).output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        match out.status.code() {
-            Some(0) => readers += 1,
-            Some(2) if err.contains("in use") => {}
-            other => panic!("verify during an edit: {other:?} {err}"),
-        }
+        assert_ne!(sha(&image), old);
+        run_ok(sifovl().arg("verify").arg(&image));
+        assert!(refused > 0, "the edit ended before a second one was tried");
+        eprintln!("concurrent add refused {refused} times; {readers} reads completed");
+        return;
     }
-    assert!(seal.wait().unwrap().success());
-    assert_ne!(sha(&image), old);
-    run_ok(sifovl().arg("verify").arg(&image));
-    assert!(refused > 0, "the edit ended before a second one was tried");
-    eprintln!("concurrent add refused {refused} times; {readers} reads completed");
+    panic!("the seal lost the race for its lock 5 times in a row");
 }
 
 #[test]
