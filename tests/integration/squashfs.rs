@@ -615,3 +615,70 @@ fn gzip_images_of_long_distance_repetition_are_no_larger_than_mksquashfs() {
             .arg(&ours),
     );
 }
+
+/// A lookup table whose pointers name one metadata block twice is refused (found while
+/// writing the `squashfs_fields` fuzz target): otherwise a table of one 8 KiB block could
+/// pass for one of any size up to 8 times the image, all of it held in memory.
+#[test]
+fn a_lookup_table_naming_one_block_twice_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("small"), b"tail in a fragment").unwrap();
+    let image = dir.path().join("ok.sqfs");
+    write_image(&tree, &image, Compression::default());
+    let good = std::fs::read(&image).unwrap();
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    assert_eq!(
+        u32::from_le_bytes(good[16..20].try_into().unwrap()),
+        1,
+        "one fragment"
+    );
+    // The image's one fragment entry (its block stored raw or zlib-compressed), repeated to
+    // fill a whole uncompressed metadata block.
+    let first_block = u64_at(&good, u64_at(&good, 80) as usize) as usize;
+    let header = u16::from_le_bytes(good[first_block..first_block + 2].try_into().unwrap());
+    let body = &good[first_block + 2..first_block + 2 + (header & 0x7fff) as usize];
+    let mut entry = Vec::new();
+    if header & 0x8000 != 0 {
+        entry.extend_from_slice(body);
+    } else {
+        std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(body), &mut entry).unwrap();
+    }
+    assert_eq!(entry.len(), 16);
+    let full: Vec<u8> = entry.iter().copied().cycle().take(8192).collect();
+    // Appended past the image: two such blocks, then a lookup array naming 2 blocks, and a
+    // superblock declaring 1024 fragments (two blocks' worth) there.
+    let image_with = |second: &dyn Fn(u64, u64) -> u64| {
+        let used = u64_at(&good, 40) as usize;
+        let mut img = good[..used].to_vec();
+        let b1 = img.len() as u64;
+        for _ in 0..2 {
+            img.extend_from_slice(&(8192u16 | 0x8000).to_le_bytes());
+            img.extend_from_slice(&full);
+        }
+        let b2 = b1 + 8194;
+        let array = img.len() as u64;
+        img.extend_from_slice(&b1.to_le_bytes());
+        img.extend_from_slice(&second(b1, b2).to_le_bytes());
+        img[16..20].copy_from_slice(&1024u32.to_le_bytes());
+        img[80..88].copy_from_slice(&array.to_le_bytes());
+        let end = img.len() as u64;
+        img[40..48].copy_from_slice(&end.to_le_bytes());
+        img
+    };
+    let open = |img: &[u8]| {
+        let p = dir.path().join("table.sqfs");
+        std::fs::write(&p, img).unwrap();
+        let file = std::fs::File::open(&p).unwrap();
+        sifovl::fs::squashfs::SquashfsReader::open(&file, 0, img.len() as u64).map(|_| ())
+    };
+    // Two distinct blocks: a table of 1024 entries, as declared.
+    open(&image_with(&|_, b2| b2)).expect("a table of two blocks opens");
+    // The first block named twice.
+    let err = open(&image_with(&|b1, _| b1)).unwrap_err().to_string();
+    assert!(
+        err.contains("fragment table") && err.contains("overlaps") && !err.contains('\n'),
+        "{err}"
+    );
+}

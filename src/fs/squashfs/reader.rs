@@ -210,8 +210,18 @@ impl<'f> SquashfsReader<'f> {
         let blocks = len.div_ceil(METADATA_BLOCK as u64);
         let pointers: Vec<u64> = raw::decode_entries(&self.read_raw(at, blocks * 8, what)?);
         let mut out = Vec::with_capacity(len as usize);
+        // Where the block before ends: writers store a table's blocks one after another, and
+        // a pointer back into read bytes would let a small table of one block, named over
+        // and over, pass for a huge one (up to 8 times the image's size in memory).
+        let mut end = 0;
         for p in pointers {
-            let (data, _) = self.metadata_block(p, what)?;
+            if p < end {
+                return Err(bad(format!(
+                    "{what}: metadata block at {p} overlaps the one before (which ends at {end})"
+                )));
+            }
+            let (data, next) = self.metadata_block(p, what)?;
+            end = next;
             out.extend_from_slice(&data);
         }
         if (out.len() as u64) < len {
