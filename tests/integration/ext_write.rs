@@ -20,6 +20,23 @@ const FIXED: Fixed = Fixed {
     time: 1_700_000_000,
 };
 
+/// Copy `size` bytes at `offset` of `path` to a new file `dest`, holes kept.
+pub fn copy_range_out(path: &Path, offset: u64, size: u64, dest: &Path) {
+    let f = std::fs::File::open(path).unwrap();
+    let out = std::fs::File::create(dest).unwrap();
+    out.set_len(size).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    for (start, end) in sifovl::digest::data_extents(&f, offset, size) {
+        let mut pos = start;
+        while pos < end {
+            let n = ((end - pos) as usize).min(buf.len());
+            std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf[..n], offset + pos).unwrap();
+            std::os::unix::fs::FileExt::write_all_at(&out, &buf[..n], pos).unwrap();
+            pos += n as u64;
+        }
+    }
+}
+
 /// `e2fsck -fn` must exit 0 (nothing to fix) on the filesystem at `offset` in `path`.
 pub fn assert_fsck_clean(path: &Path, offset: u64, size: u64) {
     let checked;
@@ -28,19 +45,7 @@ pub fn assert_fsck_clean(path: &Path, offset: u64, size: u64) {
     } else {
         // e2fsck has no offset option: check a copy of the range.
         checked = tempfile::NamedTempFile::new().unwrap();
-        let f = std::fs::File::open(path).unwrap();
-        let out = std::fs::File::create(checked.path()).unwrap();
-        out.set_len(size).unwrap();
-        let mut buf = vec![0u8; 1 << 20];
-        for (start, end) in sifovl::digest::data_extents(&f, offset, size) {
-            let mut pos = start;
-            while pos < end {
-                let n = ((end - pos) as usize).min(buf.len());
-                std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf[..n], offset + pos).unwrap();
-                std::os::unix::fs::FileExt::write_all_at(&out, &buf[..n], pos).unwrap();
-                pos += n as u64;
-            }
-        }
+        copy_range_out(path, offset, size, checked.path());
         checked.path()
     };
     let out = Command::new("e2fsck")

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::ext_write::{assert_fsck_clean, bytes_written, overlay_range};
+use crate::ext_write::{assert_fsck_clean, bytes_written, copy_range_out, overlay_range};
 use crate::ocisif::scratch;
 use crate::util::{run_ok, sifovl};
 use crate::{require_mount, require_tool};
@@ -38,19 +38,7 @@ fn overlay_tree(root: &Path) -> Vec<u8> {
 /// The overlay's bytes copied out to `dest` (holes kept).
 fn extract_overlay(image: &Path, dest: &Path) {
     let (offset, size) = overlay_range(image);
-    let f = std::fs::File::open(image).unwrap();
-    let out = std::fs::File::create(dest).unwrap();
-    out.set_len(size).unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    for (start, end) in sifovl::digest::data_extents(&f, offset, size) {
-        let mut pos = start;
-        while pos < end {
-            let n = ((end - pos) as usize).min(buf.len());
-            std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf[..n], offset + pos).unwrap();
-            std::os::unix::fs::FileExt::write_all_at(&out, &buf[..n], pos).unwrap();
-            pos += n as u64;
-        }
-    }
+    copy_range_out(image, offset, size, dest);
 }
 
 /// `dumpe2fs` of `fs` without what differs between any two runs (times, mount counts,

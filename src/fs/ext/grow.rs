@@ -95,16 +95,7 @@ fn set_bits(bitmap: &mut [u8], from: u64, to: u64, on: bool) {
 
 /// Whether group `g` holds a superblock backup.
 fn has_backup(g: u64, sparse_super: bool) -> bool {
-    if !sparse_super || g <= 1 {
-        return true;
-    }
-    [3u64, 5, 7].iter().any(|&base| {
-        let mut p = base;
-        while p < g {
-            p *= base;
-        }
-        p == g
-    })
+    !sparse_super || super::write::layout::has_superblock(g)
 }
 
 /// Plan growing the filesystem that `read` reads (byte offset in the filesystem, buffer to

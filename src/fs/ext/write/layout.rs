@@ -54,7 +54,7 @@ pub(super) struct Layout {
 }
 
 /// Whether group `g` holds a superblock backup under sparse_super.
-pub(super) fn has_superblock(g: u64) -> bool {
+pub(in crate::fs::ext) fn has_superblock(g: u64) -> bool {
     if g <= 1 {
         return true;
     }

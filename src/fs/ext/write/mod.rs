@@ -13,7 +13,7 @@
 //! directory's blocks once the whole tree is known. Inode numbers are handed out in stream
 //! order from 12 (`lost+found` is 11, created when the tree has none).
 
-mod layout;
+pub(in crate::fs::ext) mod layout;
 mod xattr;
 
 use std::collections::HashMap;
