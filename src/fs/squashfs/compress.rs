@@ -165,6 +165,11 @@ impl Compression {
                         e => fail(e.to_string()),
                     })?;
                 out.truncate(n);
+                // Blocks are cached by their length (fragments, metadata): do not keep a
+                // whole block's capacity behind a short one.
+                if n < limit / 2 {
+                    out.shrink_to_fit();
+                }
             }
             Compression::Zstd { .. } => {
                 zstd::stream::read::Decoder::new(data)
