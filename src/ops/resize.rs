@@ -439,15 +439,29 @@ fn hash_grown(file: &File, overlay: Overlay, plan: &GrowPlan, new_size: u64) -> 
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK as usize];
     let progress = crate::progress::task("hashing", new_size);
+    // The old overlay's data regions: chunks in its holes are zeros without a read.
+    let data = crate::digest::data_extents(file, overlay.offset, overlay.size);
+    let mut next = 0;
     let mut pos = 0u64;
     while pos < new_size {
         crate::interrupt::check()?;
         let n = (new_size - pos).min(CHUNK);
         let chunk = &mut buf[..n as usize];
-        let from_file = overlay.size.saturating_sub(pos).min(n) as usize;
-        file.read_exact_at(&mut chunk[..from_file], overlay.offset + pos)
-            .map_err(|e| Error::io("reading the overlay", e))?;
-        chunk[from_file..].fill(0);
+        let from_file = overlay.size.saturating_sub(pos).min(n);
+        // Sorted regions: skip those that end before this chunk.
+        while data.get(next).is_some_and(|&(_, to)| to <= pos) {
+            next += 1;
+        }
+        let holds_data = data
+            .get(next)
+            .is_some_and(|&(from, _)| from < pos + from_file);
+        if holds_data {
+            file.read_exact_at(&mut chunk[..from_file as usize], overlay.offset + pos)
+                .map_err(|e| Error::io("reading the overlay", e))?;
+            chunk[from_file as usize..].fill(0);
+        } else {
+            chunk.fill(0);
+        }
         for (at, bytes) in &plan.patches {
             let (start, end) = (*at, at + bytes.len() as u64);
             if end <= pos || start >= pos + n {
