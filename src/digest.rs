@@ -391,7 +391,14 @@ pub fn hash_ranges<K: Copy + Send + Sync>(
                     let Some(&(_, offset, len)) = ranges.get(i) else {
                         break;
                     };
-                    let digest = hash_range(file, offset, len);
+                    // A range with holes (a sparse overlay) is hashed without reading
+                    // them; a dense one with reading and hashing overlapped.
+                    let dense = len == 0 || data_extents(file, offset, len) == [(0, len)];
+                    let digest = if dense {
+                        hash_range(file, offset, len)
+                    } else {
+                        hash_range_sparse(file, offset, len)
+                    };
                     if let Ok(mut slots) = results.lock() {
                         slots[i] = Some(digest);
                     }
