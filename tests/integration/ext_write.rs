@@ -578,12 +578,15 @@ fn resize_grows_and_shrinks_keeping_the_tree_and_refuses_below_the_content() {
     }
 }
 
-/// Bytes a command passed to write(2), its children included: `wchar` of a shell that ran it
-/// (the kernel adds a reaped child's I/O counts to its parent's).
-pub fn bytes_written(args: &[&std::ffi::OsStr]) -> u64 {
+/// A count of a command's I/O, its children included: `field` (`wchar`, `rchar`) of
+/// `/proc/PID/io` of a shell that ran it (the kernel adds a reaped child's counts to its
+/// parent's).
+fn io_count(field: &str, args: &[&std::ffi::OsStr]) -> u64 {
     let out = Command::new("sh")
         .arg("-c")
-        .arg(r#""$@" >/dev/null || exit 3; grep '^wchar:' /proc/$$/io"#)
+        .arg(format!(
+            r#""$@" >/dev/null || exit 3; grep '^{field}:' /proc/$$/io"#
+        ))
         .arg("sh")
         .args(args)
         .output()
@@ -595,11 +598,16 @@ pub fn bytes_written(args: &[&std::ffi::OsStr]) -> u64 {
     );
     let text = String::from_utf8(out.stdout).unwrap();
     text.trim()
-        .strip_prefix("wchar:")
+        .strip_prefix(&format!("{field}:"))
         .unwrap()
         .trim()
         .parse()
         .unwrap()
+}
+
+/// Bytes a command passed to write(2), its children included.
+pub fn bytes_written(args: &[&std::ffi::OsStr]) -> u64 {
+    io_count("wchar", args)
 }
 
 #[test]
@@ -673,28 +681,14 @@ fn verify_hashes_a_sparse_overlay_without_reading_its_holes() {
             .args(["add", "--sparse", "--size", "1G"])
             .arg(&image),
     );
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(r#""$@" >/dev/null || exit 3; grep '^rchar:' /proc/$$/io"#)
-        .arg("sh")
-        .arg(env!("CARGO_BIN_EXE_sifovl"))
-        .arg("verify")
-        .arg(&image)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let read = io_count(
+        "rchar",
+        &[
+            env!("CARGO_BIN_EXE_sifovl").as_ref(),
+            "verify".as_ref(),
+            image.as_os_str(),
+        ],
     );
-    let read: u64 = String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .strip_prefix("rchar:")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
     assert!(
         read < 64 << 20,
         "verify read {read} bytes of a 1 GiB sparse overlay"
