@@ -21,6 +21,7 @@ use super::superblock::{
     INCOMPAT_FILETYPE, LEN, OFFSET, RO_COMPAT_BTREE_DIR, RO_COMPAT_LARGE_FILE,
     RO_COMPAT_SPARSE_SUPER, Superblock,
 };
+use super::write::{get16, get32, put16, put32};
 
 /// `s_feature_compat`: reserved descriptor-table blocks mapped by inode 7.
 const COMPAT_RESIZE_INODE: u32 = 0x10;
@@ -64,22 +65,6 @@ pub struct GrowPlan {
     pub groups: (u64, u64),
     /// Inodes in use (unchanged).
     pub inodes_used: u64,
-}
-
-fn get32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn put32(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-}
-
-fn get16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes(b[at..at + 2].try_into().expect("2 bytes"))
-}
-
-fn put16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
 }
 
 fn set_bits(bitmap: &mut [u8], from: u64, to: u64, on: bool) {

@@ -7,6 +7,7 @@
 //! inode table. No flex_bg, no uninit_bg: every group's bitmaps are written, and unused
 //! inode-table blocks are left as zeros (a zero inode is a free inode).
 
+use super::{put16, put32};
 use crate::error::{Error, Result};
 
 /// Block size: 4 KiB, as mke2fs picks for anything but tiny filesystems.
@@ -228,14 +229,6 @@ pub(super) struct SuperblockFields {
     /// The journal inode's `i_block` and size, backed up in the superblock.
     pub journal_i_block: [u32; 15],
     pub journal_size: u64,
-}
-
-fn put16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
-}
-
-fn put32(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
 }
 
 /// The 1024-byte superblock as stored in group `group` (its `s_block_group_nr`).

@@ -242,19 +242,21 @@ fn encode_time(secs: i64, nsec: u32) -> (u32, u32) {
     (lo as u32, epoch | nsec.min(999_999_999) << 2)
 }
 
-fn put16(b: &mut [u8], at: usize, v: u16) {
+/// Little-endian fields of on-disk structures the writer and `grow` build (the reader uses
+/// `fs::bytes::Fields`, which checks bounds; these index trusted, sized buffers).
+pub(in crate::fs::ext) fn put16(b: &mut [u8], at: usize, v: u16) {
     b[at..at + 2].copy_from_slice(&v.to_le_bytes());
 }
 
-fn put32(b: &mut [u8], at: usize, v: u32) {
+pub(in crate::fs::ext) fn put32(b: &mut [u8], at: usize, v: u32) {
     b[at..at + 4].copy_from_slice(&v.to_le_bytes());
 }
 
-fn get16(b: &[u8], at: usize) -> u16 {
+pub(in crate::fs::ext) fn get16(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
 
-fn get32(b: &[u8], at: usize) -> u32 {
+pub(in crate::fs::ext) fn get32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
