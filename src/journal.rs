@@ -1026,6 +1026,20 @@ impl<'a> Edit<'a> {
             }
         }
         self.record.ops = disjoint_zeroes(std::mem::take(&mut self.record.ops));
+        // Bytes past the final length are cut off at the end: zeroing them is wasted, and a
+        // copy may read them (a shrink moves blocks from there), so they are left alone.
+        let final_len = self.record.final_len;
+        self.record.ops.retain_mut(|op| match op {
+            Op::Zero { offset, len } if *offset < final_len => {
+                *len = (*len).min(final_len - *offset);
+                true
+            }
+            Op::Zero { .. } => false,
+            _ => true,
+        });
+        self.check_copy_sources().map_err(|why| {
+            Error::malformed(format!("{}: internal error: {why}", self.path.display()))
+        })?;
         // Staged data must never be overwritten by the operations that read it, or a replay
         // after a crash would copy garbage. Move any staged range that the final layout
         // reaches further out first (rare: only when new data outgrows what it replaces).
@@ -1062,6 +1076,56 @@ impl<'a> Edit<'a> {
             )
         })?;
         remove_journal(&self.path)?;
+        Ok(())
+    }
+
+    /// A copy that does not read staged data reads bytes of the file past its final length
+    /// (the commit cuts them off only after every copy), which no operation overwrites: a
+    /// replay after a crash must find them as they were.
+    fn check_copy_sources(&self) -> std::result::Result<(), String> {
+        let mut written: Vec<(u64, u64)> = self
+            .record
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::Write { offset, bytes } => (*offset, offset + bytes.len() as u64),
+                Op::Copy { dst, len, .. } => (*dst, dst + len),
+                Op::Zero { offset, len } => (*offset, offset + len),
+            })
+            .collect();
+        written.sort_unstable();
+        // The furthest end among the ranges that start before each one.
+        let mut reach = Vec::with_capacity(written.len());
+        let mut furthest = 0;
+        for &(_, end) in &written {
+            furthest = end.max(furthest);
+            reach.push(furthest);
+        }
+        for op in &self.record.ops {
+            let Op::Copy { src, len, .. } = *op else {
+                continue;
+            };
+            let staged = self
+                .staged
+                .iter()
+                .any(|&(at, n)| at <= src && src + len <= at + n);
+            if staged {
+                continue;
+            }
+            if src < self.record.final_len {
+                return Err(format!(
+                    "a copy reads {len} bytes at {src}, before the final end {}",
+                    self.record.final_len
+                ));
+            }
+            // Ranges starting before the source's end must all end before its start.
+            let before = written.partition_point(|&(start, _)| start < src + len);
+            if before > 0 && reach[before - 1] > src {
+                return Err(format!(
+                    "a copy reads {len} bytes at {src}, which the edit overwrites"
+                ));
+            }
+        }
         Ok(())
     }
 

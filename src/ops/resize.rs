@@ -22,7 +22,7 @@ use serde::Serialize;
 use super::{Format, Image, Overlay, new_layer_offset, replace_with_new_layer};
 use crate::digest::{Digest, hash_range_sparse};
 use crate::error::{Error, Result};
-use crate::fs::ext::grow::{GrowPlan, Growth, plan_growth};
+use crate::fs::ext::resize::{Growth, Move, Patch, Shrink, plan_growth, plan_shrink};
 use crate::fs::ext::{Ext3Options, ExtFs, Outcome, TreeNeeds, write_ext3};
 use crate::fs::overlay::{EXT3_MAX_BYTES, MIN_OVERLAY_MIB, read_ext3_header, too_small};
 use crate::fs::target::Target;
@@ -63,12 +63,16 @@ pub struct ResizeReport {
     pub digest: Option<String>,
     /// Inodes in use in the new overlay.
     pub inodes: u64,
-    /// Bytes of file content copied (0 when grown in place).
+    /// Bytes of content copied: all of it when rewritten; when resized in place, the
+    /// blocks that lay past a shrunk overlay's new end (0 when grown).
     pub data_bytes: u64,
-    /// "in place" (grown: only metadata written) or "rewritten" (the whole tree copied
-    /// into a new filesystem).
+    /// Inodes that got a new number when shrunk in place (those of the dropped block
+    /// groups). 0 when rewritten, though every number is handed out anew then.
+    pub renumbered_inodes: u64,
+    /// "in place" (only metadata written, and the blocks past a shrunk overlay's new end
+    /// moved below it) or "rewritten" (the whole tree copied into a new filesystem).
     pub method: &'static str,
-    /// Why a growth was not done in place.
+    /// Why the resize was not done in place.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rewritten_because: Option<String>,
     /// Cosign entries dropped because the new manifest invalidates them.
@@ -157,20 +161,23 @@ pub fn resize(path: &Path, options: &ResizeOptions) -> Result<ResizeReport> {
         digest: None,
         inodes: 0,
         data_bytes: 0,
+        renumbered_inodes: 0,
         method: "rewritten",
         rewritten_because: None,
         dropped_cosign_entries: 0,
         invalidated_signatures: signatures,
     };
-    if new_size > overlay.size {
-        match grow_in_place(path, &file, &mut container, oci.as_ref(), overlay, new_size)
+    if new_size != overlay.size {
+        match resize_in_place(path, &file, &mut container, oci.as_ref(), overlay, new_size)
             .map_err(ctx)?
         {
-            Ok(grown) => {
-                report.object = grown.object;
-                report.offset = grown.offset;
-                report.digest = grown.digest.map(|d| d.to_string());
-                report.inodes = grown.inodes;
+            Ok(done) => {
+                report.object = done.object;
+                report.offset = done.offset;
+                report.digest = done.digest.map(|d| d.to_string());
+                report.inodes = done.inodes;
+                report.data_bytes = done.moved_bytes;
+                report.renumbered_inodes = done.renumbered_inodes;
                 report.dropped_cosign_entries = oci.as_ref().map_or(0, |i| i.cosign.len());
                 report.method = "in place";
                 return Ok(report);
@@ -280,23 +287,34 @@ fn resize_native(
     Ok(())
 }
 
-/// What growing in place did.
-struct Grown {
+/// What resizing in place did.
+struct InPlaceDone {
     object: u32,
     offset: u64,
     digest: Option<Digest>,
     inodes: u64,
+    moved_bytes: u64,
+    renumbered_inodes: u64,
 }
 
-/// Grow the overlay in place and commit, or say why not (`Ok(Err(why))`, nothing written).
-fn grow_in_place(
-    path: &Path,
+/// A resize in place, planned over the filesystem: the new object is the old one's first
+/// `read_len` bytes then zeros, with `moves` copied and `patches` written over it.
+struct InPlacePlan {
+    new_size: u64,
+    read_len: u64,
+    moves: Vec<Move>,
+    patches: Vec<Patch>,
+    inodes: u64,
+    moved_bytes: u64,
+    renumbered_inodes: u64,
+}
+
+/// Plan resizing the overlay in place, or say why not (`Ok(Err(why))`).
+fn plan_in_place(
     file: &File,
-    container: &mut Container,
-    oci: Option<&OciImage>,
     overlay: Overlay,
     new_size: u64,
-) -> Result<std::result::Result<Grown, String>> {
+) -> Result<std::result::Result<InPlacePlan, String>> {
     let mut read = |at: u64, buf: &mut [u8]| {
         if at + buf.len() as u64 > overlay.size {
             return Err(std::io::Error::new(
@@ -306,31 +324,81 @@ fn grow_in_place(
         }
         file.read_exact_at(buf, overlay.offset + at)
     };
-    let plan = match plan_growth(&mut read, new_size)? {
-        Growth::InPlace(plan) => plan,
-        Growth::Rewrite(why) => return Ok(Err(why)),
-    };
-    // Past the old filesystem, the grown one expects zeros (its new inode tables): the old
-    // object's bytes there must already be zeros.
-    let tail = overlay.size.saturating_sub(plan.old_fs_bytes);
-    if tail > 0 && !reads_as_zeros(file, overlay.offset + plan.old_fs_bytes, tail)? {
-        return Ok(Err(
-            "the overlay holds non-zero bytes past its filesystem".to_string()
-        ));
+    if new_size > overlay.size {
+        let plan = match plan_growth(&mut read, new_size)? {
+            Growth::InPlace(plan) => plan,
+            Growth::Rewrite(why) => return Ok(Err(why)),
+        };
+        // Past the old filesystem, the grown one expects zeros (its new inode tables): the
+        // old object's bytes there must already be zeros.
+        let tail = overlay.size.saturating_sub(plan.old_fs_bytes);
+        if tail > 0 && !reads_as_zeros(file, overlay.offset + plan.old_fs_bytes, tail)? {
+            return Ok(Err(
+                "the overlay holds non-zero bytes past its filesystem".to_string()
+            ));
+        }
+        return Ok(Ok(InPlacePlan {
+            new_size,
+            read_len: overlay.size,
+            moves: Vec::new(),
+            patches: plan.patches,
+            inodes: plan.inodes_used,
+            moved_bytes: 0,
+            renumbered_inodes: 0,
+        }));
     }
+    let plan = match plan_shrink(&mut read, new_size)? {
+        Shrink::InPlace(plan) => plan,
+        Shrink::Rewrite(why) => return Ok(Err(why)),
+    };
+    Ok(Ok(InPlacePlan {
+        new_size,
+        read_len: plan.fs_bytes,
+        moved_bytes: plan.moves.iter().map(|m| m.len).sum(),
+        moves: plan.moves,
+        patches: plan.patches,
+        inodes: plan.inodes_used,
+        renumbered_inodes: plan.renumbered_inodes,
+    }))
+}
+
+/// Resize the overlay in place and commit, or say why not (`Ok(Err(why))`, nothing
+/// written).
+fn resize_in_place(
+    path: &Path,
+    file: &File,
+    container: &mut Container,
+    oci: Option<&OciImage>,
+    overlay: Overlay,
+    new_size: u64,
+) -> Result<std::result::Result<InPlaceDone, String>> {
+    let plan = match plan_in_place(file, overlay, new_size)? {
+        Ok(plan) => plan,
+        Err(why) => return Ok(Err(why)),
+    };
     let old_len = file
         .metadata()
         .map_err(|e| Error::io("reading the file's length", e))?
         .len();
-    // Bytes between the old overlay's end and the new one's that are not rewritten by the
-    // plan (old JSON objects, trailing bytes) must become zeros.
+    // Bytes of the new object past what it keeps of the old one must become zeros: old
+    // JSON objects and trailing bytes when growing, the dropped tail of the last block group
+    // when shrinking.
+    let stale_from = overlay.offset + plan.read_len;
     let stale_end = (overlay.offset + new_size).min(old_len);
-    let stale_from = overlay.offset + overlay.size;
+    let mut done = InPlaceDone {
+        object: overlay.object,
+        offset: overlay.offset,
+        digest: None,
+        inodes: plan.inodes,
+        moved_bytes: plan.moved_bytes,
+        renumbered_inodes: plan.renumbered_inodes,
+    };
+    let mut edit;
     match oci {
         Some(image) => {
             let last = image.layers.len() - 1;
             // Where the layout puts a layer of the new size, known before its digest.
-            let probe = Digest::of(b"sifovl: where a grown overlay goes");
+            let probe = Digest::of(b"sifovl: where a resized overlay goes");
             let layer = |digest: Digest| Descriptor {
                 media_type: MediaType::Ext3Layer,
                 size: new_size,
@@ -345,15 +413,15 @@ fn grow_in_place(
                     overlay.offset
                 )));
             }
-            let digest = hash_grown(file, overlay, &plan, new_size)?;
+            let digest = hash_patched(file, overlay.offset, &plan)?;
             let (manifest, config) =
                 image.with_layer_replaced(last, &digest, new_size, Some(&layer(digest)))?;
-            let mut edit = Edit::begin(path, file)?;
+            edit = Edit::begin(path, file)?;
             let blob = NewBlob {
                 digest,
                 size: new_size,
                 data: BlobData::InPlace {
-                    kept: overlay.size,
+                    kept: overlay.size.min(new_size),
                     patches: plan.patches,
                 },
             };
@@ -364,53 +432,71 @@ fn grow_in_place(
                 manifest,
                 &config,
                 blob,
-                "grown overlay",
+                "resized overlay",
             )?;
             if placed.offset != overlay.offset {
                 return Err(Error::malformed(format!(
-                    "internal error: the grown overlay was placed at {} instead of {}",
+                    "internal error: the resized overlay was placed at {} instead of {}",
                     placed.offset, overlay.offset
                 )));
             }
-            if stale_end > stale_from {
-                edit.zero(stale_from, stale_end - stale_from);
-            }
-            edit.extend(container.data_end())?;
-            edit.commit()?;
-            Ok(Ok(Grown {
-                object: placed.object,
-                offset: placed.offset,
-                digest: Some(digest),
-                inodes: plan.inodes_used,
-            }))
+            done.object = placed.object;
+            done.digest = Some(digest);
         }
         None => {
             if container.object(overlay.object)?.end() != container.data_end() {
                 return Ok(Err("another object follows the overlay".to_string()));
             }
-            let mut edit = Edit::begin(path, file)?;
+            edit = Edit::begin(path, file)?;
             let on_disk = container.metadata_bytes();
             let time = container.time_for_edit();
             container.resize_last(overlay.object, new_size, time)?;
-            if stale_end > stale_from {
-                edit.zero(stale_from, stale_end - stale_from);
-            }
             for (at, bytes) in plan.patches {
                 edit.write(overlay.offset + at, bytes);
             }
             edit.write_changed_sectors(&on_disk, &container.metadata_bytes());
-            let final_len = container.data_end();
-            edit.set_final_len(final_len);
-            edit.extend(final_len)?;
-            edit.commit()?;
-            Ok(Ok(Grown {
-                object: overlay.object,
-                offset: overlay.offset,
-                digest: None,
-                inodes: plan.inodes_used,
-            }))
+            edit.set_final_len(container.data_end());
         }
     }
+    if stale_end > stale_from {
+        edit.zero(stale_from, stale_end - stale_from);
+    }
+    record_moves(
+        &mut edit,
+        file,
+        overlay.offset,
+        &plan.moves,
+        container.data_end(),
+    )?;
+    edit.extend(container.data_end())?;
+    edit.commit()?;
+    Ok(Ok(done))
+}
+
+/// Record the moves of a shrink (offsets relative to `base`) in `edit`: copied at commit
+/// from where they are, except the bytes the final file still holds (`final_len`), whose
+/// place the commit may overwrite first: those are read now and written as bytes.
+fn record_moves(
+    edit: &mut Edit<'_>,
+    file: &File,
+    base: u64,
+    moves: &[Move],
+    final_len: u64,
+) -> Result<()> {
+    for m in moves {
+        let (src, dst) = (base + m.src, base + m.dst);
+        let inside = final_len.saturating_sub(src).min(m.len);
+        if inside > 0 {
+            let mut bytes = vec![0u8; inside as usize];
+            file.read_exact_at(&mut bytes, src)
+                .map_err(|e| Error::io("reading the overlay", e))?;
+            edit.write(dst, bytes);
+        }
+        if inside < m.len {
+            edit.copy(src + inside, dst + inside, m.len - inside, false);
+        }
+    }
+    Ok(())
 }
 
 /// Whether `len` bytes at `offset` of `file` are all zeros (holes are not read).
@@ -431,23 +517,28 @@ fn reads_as_zeros(file: &File, offset: u64, len: u64) -> Result<bool> {
     Ok(true)
 }
 
-/// The digest of the grown overlay: the old object's bytes, then zeros, with the plan's
-/// patches over them.
-fn hash_grown(file: &File, overlay: Overlay, plan: &GrowPlan, new_size: u64) -> Result<Digest> {
+/// The digest of the overlay resized in place: the old object's first `read_len` bytes,
+/// then zeros, with the plan's moves and patches over them.
+fn hash_patched(file: &File, offset: u64, plan: &InPlacePlan) -> Result<Digest> {
     use sha2::{Digest as _, Sha256};
     const CHUNK: u64 = 1 << 20;
+    let (size, read_len) = (plan.new_size, plan.read_len);
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK as usize];
-    let progress = crate::progress::task("hashing", new_size);
+    let progress = crate::progress::task("hashing", size);
+    let read = |buf: &mut [u8], at: u64| {
+        file.read_exact_at(buf, offset + at)
+            .map_err(|e| Error::io("reading the overlay", e))
+    };
     // The old overlay's data regions: chunks in its holes are zeros without a read.
-    let data = crate::digest::data_extents(file, overlay.offset, overlay.size);
-    let mut next = 0;
+    let data = crate::digest::data_extents(file, offset, read_len);
+    let (mut next, mut next_move) = (0, 0);
     let mut pos = 0u64;
-    while pos < new_size {
+    while pos < size {
         crate::interrupt::check()?;
-        let n = (new_size - pos).min(CHUNK);
+        let n = (size - pos).min(CHUNK);
         let chunk = &mut buf[..n as usize];
-        let from_file = overlay.size.saturating_sub(pos).min(n);
+        let from_file = read_len.saturating_sub(pos).min(n);
         // Sorted regions: skip those that end before this chunk.
         while data.get(next).is_some_and(|&(_, to)| to <= pos) {
             next += 1;
@@ -456,11 +547,28 @@ fn hash_grown(file: &File, overlay: Overlay, plan: &GrowPlan, new_size: u64) -> 
             .get(next)
             .is_some_and(|&(from, _)| from < pos + from_file);
         if holds_data {
-            file.read_exact_at(&mut chunk[..from_file as usize], overlay.offset + pos)
-                .map_err(|e| Error::io("reading the overlay", e))?;
+            read(&mut chunk[..from_file as usize], pos)?;
             chunk[from_file as usize..].fill(0);
         } else {
             chunk.fill(0);
+        }
+        // Moves are sorted by destination and disjoint.
+        while plan
+            .moves
+            .get(next_move)
+            .is_some_and(|m| m.dst + m.len <= pos)
+        {
+            next_move += 1;
+        }
+        for m in plan.moves[next_move..]
+            .iter()
+            .take_while(|m| m.dst < pos + n)
+        {
+            let (a, b) = (m.dst.max(pos), (m.dst + m.len).min(pos + n));
+            read(
+                &mut chunk[(a - pos) as usize..(b - pos) as usize],
+                m.src + (a - m.dst),
+            )?;
         }
         for (at, bytes) in &plan.patches {
             let (start, end) = (*at, at + bytes.len() as u64);

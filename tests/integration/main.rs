@@ -17,6 +17,7 @@ mod recover_overlay;
 mod registry;
 mod reliability;
 mod seal;
+mod shrink;
 mod sif;
 mod sifcheck;
 mod signatures;

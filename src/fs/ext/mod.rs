@@ -21,9 +21,9 @@
 //! entries. This file opens a filesystem (superblock, geometry, group descriptors) and reads
 //! directories.
 
-pub mod grow;
 mod inode;
 mod journal;
+pub mod resize;
 pub(crate) mod superblock;
 mod walk;
 pub mod write;

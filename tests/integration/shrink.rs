@@ -1,0 +1,223 @@
+//! `resize` shrinking an overlay in place: the blocks past the new end move below it, the
+//! inodes of the dropped groups get new numbers, and only that and the metadata is
+//! written. The overlays are filled by the kernel (its allocator spreads directories and
+//! their files over the block groups, as a container's writes do), and the results checked
+//! with `e2fsck -fn`, `dumpe2fs` against `resize2fs` of the same filesystem, and a kernel
+//! mount listing every file (content, mode, owner, times, xattrs, hard links) as before.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::ext_write::{assert_fsck_clean, bytes_written, copy_range_out, overlay_range};
+use crate::ocisif::scratch;
+use crate::tree::host_listing;
+use crate::util::{run_ok, sifovl};
+use crate::{require_mount, require_tool};
+
+/// Pseudo-random bytes (incompressible).
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+/// A tree with every kind of entry an overlay holds, about `scale` / 6 MiB of content: files big enough for double-indirect blocks, hard links, fast and
+/// slow symlinks, a FIFO, a device, a sparse file, small and large xattrs (two files with
+/// the same large one share an xattr block), and 16 more top-level directories (which the
+/// kernel spreads over the groups).
+fn tree(root: &Path, scale: usize) {
+    let upper = root.join("upper");
+    std::fs::create_dir_all(root.join("work/work")).unwrap();
+    std::fs::create_dir_all(upper.join("d/e")).unwrap();
+    std::fs::write(upper.join("big.bin"), noise(scale * 1024 * 64, 1)).unwrap();
+    for i in 0..60 {
+        let sub = upper.join(format!("d{}", i % 6));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(
+            sub.join(format!("f{i}")),
+            noise(i * scale * 64, i as u64 + 2),
+        )
+        .unwrap();
+    }
+    std::fs::hard_link(upper.join("d1/f7"), upper.join("d/e/hard")).unwrap();
+    std::os::unix::fs::symlink("../d1/f7", upper.join("d/fast")).unwrap();
+    std::os::unix::fs::symlink("x".repeat(120), upper.join("d/slow")).unwrap();
+    run_ok(Command::new("mkfifo").arg(upper.join("d/fifo")));
+    run_ok(
+        Command::new("mknod")
+            .arg(upper.join("d/null"))
+            .args(["c", "1", "3"]),
+    );
+    let sparse = std::fs::File::create(upper.join("d/sparse")).unwrap();
+    std::os::unix::fs::FileExt::write_at(&sparse, b"end", 3 << 20).unwrap();
+    let large = "v".repeat(600);
+    for (file, name, value) in [
+        ("d2/f8", "user.small", "hi"),
+        ("d3/f9", "user.large", large.as_str()),
+        ("d4/f10", "user.large", large.as_str()),
+        ("d", "trusted.overlay.opaque", "y"),
+    ] {
+        rustix::fs::setxattr(
+            upper.join(file),
+            name,
+            value.as_bytes(),
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+    }
+    for i in 0..16 {
+        let dir = root.join(format!("t{i}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("file"), noise(scale * 8, 100 + i)).unwrap();
+    }
+    run_ok(
+        Command::new("chown")
+            .args(["-R", "1234:5678"])
+            .arg(upper.join("d1")),
+    );
+}
+
+/// Mount `fs` (a loop mount at `mnt`), run `f` on the mount point, unmount.
+fn mounted<T>(fs: &Path, mnt: &Path, options: &str, f: impl FnOnce(&Path) -> T) -> T {
+    std::fs::create_dir_all(mnt).unwrap();
+    run_ok(
+        Command::new("mount")
+            .args(["-o", &format!("loop,{options}")])
+            .arg(fs)
+            .arg(mnt),
+    );
+    let out = f(mnt);
+    let _ = Command::new("sync").status();
+    run_ok(Command::new("umount").arg(mnt));
+    out
+}
+
+/// An ext3 filesystem of `mib` MiB made by `mke2fs -t ext3 OPTIONS` and filled by the
+/// kernel with `tree(_, scale)` after a filler file of `filler` MiB, then deleted: the
+/// content lies past the filler, over the later groups. Returns it and its listing.
+pub fn spread_overlay(
+    dir: &Path,
+    mib: u64,
+    options: &[&str],
+    filler: u64,
+    scale: usize,
+) -> (PathBuf, BTreeMap<String, String>) {
+    let source = dir.join("source");
+    tree(&source, scale);
+    let fs = dir.join("spread.ext3");
+    std::fs::File::create(&fs)
+        .unwrap()
+        .set_len(mib << 20)
+        .unwrap();
+    run_ok(
+        Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext3"])
+            .args(options)
+            .arg(&fs),
+    );
+    let listing = mounted(&fs, &dir.join("mnt"), "rw", |mnt| {
+        std::fs::write(mnt.join("filler"), vec![7u8; (filler << 20) as usize]).unwrap();
+        let _ = Command::new("sync").status();
+        run_ok(Command::new("cp").arg("-a").arg(source.join(".")).arg(mnt));
+        std::fs::remove_file(mnt.join("filler")).unwrap();
+        host_listing(mnt)
+    });
+    std::fs::remove_dir_all(&source).unwrap();
+    (fs, listing)
+}
+
+/// `dumpe2fs -h` lines that count blocks and inodes.
+fn counts(fs: &Path) -> Vec<String> {
+    let out = Command::new("dumpe2fs").arg("-h").arg(fs).output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            [
+                "Inode count",
+                "Block count",
+                "Reserved block count",
+                "Free blocks",
+                "Free inodes",
+            ]
+            .iter()
+            .any(|w| l.starts_with(w))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn shrinking_in_place_moves_blocks_renumbers_inodes_and_keeps_every_file() {
+    require_mount!();
+    require_tool!("mke2fs");
+    require_tool!("e2fsck");
+    require_tool!("dumpe2fs");
+    require_tool!("resize2fs");
+    // SingularityCE's `overlay create` layout (1 KiB blocks, resize_inode) in an OCI-SIF,
+    // and 4 KiB blocks in a native SIF.
+    for (sample, options, from, filler, to) in [
+        ("sample.oci.sif", &["-b", "1024"][..], 200u64, 120u64, 64u64),
+        ("sample.sif", &["-b", "4096"][..], 600, 400, 200),
+    ] {
+        let (dir, image) = scratch(sample);
+        let (fs, before) = spread_overlay(dir.path(), from, options, filler, 64);
+        run_ok(sifovl().args(["add", "--from"]).arg(&fs).arg(&image));
+        let json = dir.path().join("resize.json");
+        let written = bytes_written(&[
+            "sh".as_ref(),
+            "-c".as_ref(),
+            r#""$0" resize --json --size "$1" "$2" > "$3""#.as_ref(),
+            env!("CARGO_BIN_EXE_sifovl").as_ref(),
+            to.to_string().as_ref(),
+            image.as_os_str(),
+            json.as_os_str(),
+        ]);
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let what = format!("{sample} {from} -> {to} MiB: {report}");
+        eprintln!("{what}: wrote {written} bytes");
+        assert_eq!(report["method"], "in place", "{what}");
+        let moved = report["data_bytes"].as_u64().unwrap();
+        assert!(moved > 4 << 20, "{what}: the content lay past the new end");
+        assert!(
+            report["renumbered_inodes"].as_u64().unwrap() > 0,
+            "{what}: the kernel spread directories past the new end"
+        );
+        // The moved content written once, plus metadata and JSON (twice: journal, place).
+        assert!(
+            written < moved + (4 << 20),
+            "{what}: wrote {written} bytes to move {moved}"
+        );
+        run_ok(sifovl().arg("verify").arg(&image));
+        let (offset, size) = overlay_range(&image);
+        assert_eq!(size, to << 20, "{what}");
+        assert_fsck_clean(&image, offset, size);
+        let shrunk = dir.path().join("shrunk.ext3");
+        copy_range_out(&image, offset, size, &shrunk);
+        // The same counts as resize2fs gives the old filesystem.
+        let reference = dir.path().join("resize2fs.ext3");
+        std::fs::copy(&fs, &reference).unwrap();
+        run_ok(
+            Command::new("resize2fs")
+                .arg("-f")
+                .arg(&reference)
+                .arg(format!("{to}M")),
+        );
+        assert_eq!(counts(&shrunk), counts(&reference), "{what}");
+        // Every file as it was, through the kernel.
+        let after = mounted(&shrunk, &dir.path().join("mnt"), "ro", host_listing);
+        assert_eq!(after, before, "{what}");
+        // And the kernel writes into it: fill most of it, then e2fsck clean again.
+        mounted(&shrunk, &dir.path().join("mnt"), "rw", |mnt| {
+            std::fs::write(mnt.join("upper/more"), noise(((to / 2) << 20) as usize, 9)).unwrap();
+        });
+        assert_fsck_clean(&shrunk, 0, size);
+    }
+}
