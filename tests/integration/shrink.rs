@@ -132,6 +132,47 @@ pub fn spread_overlay(
     (fs, listing)
 }
 
+/// The same kind of overlay made without the kernel, so that its layout is the same in
+/// every run: `mke2fs -d` (which fills in name order) of a filler file and 300 empty files
+/// named to come first, then `tree(_, scale)`; then `debugfs` deletes the filler and the
+/// empty files. 128 MiB of 1 KiB blocks, 32 inodes per group: the content lies past 80 MiB
+/// and its inodes in groups 9 and later.
+pub fn mke2fs_spread_overlay(dir: &Path, scale: usize) -> PathBuf {
+    let source = dir.join("source");
+    std::fs::create_dir_all(source.join("0inodes")).unwrap();
+    std::fs::write(source.join("0filler"), vec![7u8; 80 << 20]).unwrap();
+    let mut commands = String::from("rm /0filler\n");
+    for i in 0..300 {
+        std::fs::write(source.join(format!("0inodes/{i:03}")), b"").unwrap();
+        commands.push_str(&format!("rm /0inodes/{i:03}\n"));
+    }
+    commands.push_str("rmdir /0inodes\n");
+    tree(&source, scale);
+    let fs = dir.join("spread.ext3");
+    std::fs::File::create(&fs)
+        .unwrap()
+        .set_len(128 << 20)
+        .unwrap();
+    run_ok(
+        Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext3", "-b", "1024", "-N", "512", "-d"])
+            .arg(&source)
+            .arg(&fs),
+    );
+    let script = dir.join("debugfs.cmds");
+    std::fs::write(&script, commands).unwrap();
+    run_ok(
+        Command::new("debugfs")
+            .arg("-w")
+            .arg("-f")
+            .arg(&script)
+            .arg(&fs),
+    );
+    std::fs::remove_dir_all(&source).unwrap();
+    assert_fsck_clean(&fs, 0, 128 << 20);
+    fs
+}
+
 /// `dumpe2fs -h` lines that count blocks and inodes.
 fn counts(fs: &Path) -> Vec<String> {
     let out = Command::new("dumpe2fs").arg("-h").arg(fs).output().unwrap();
@@ -219,5 +260,77 @@ fn shrinking_in_place_moves_blocks_renumbers_inodes_and_keeps_every_file() {
             std::fs::write(mnt.join("upper/more"), noise(((to / 2) << 20) as usize, 9)).unwrap();
         });
         assert_fsck_clean(&shrunk, 0, size);
+    }
+}
+
+/// `debugfs rdump` of the whole filesystem `fs`, listed (without the symlinks' times,
+/// which rdump does not restore; it skips devices and FIFOs).
+fn rdump_listing(fs: &Path, dest: &Path) -> BTreeMap<String, String> {
+    std::fs::create_dir_all(dest).unwrap();
+    run_ok(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("rdump / {}", dest.display()))
+            .arg(fs),
+    );
+    let mut listing = host_listing(dest);
+    for line in listing.values_mut().filter(|l| l.starts_with("symlink")) {
+        if let Some(at) = line.find(" mtime=") {
+            let end = line[at + 1..].find(' ').map_or(line.len(), |e| at + 1 + e);
+            line.replace_range(at..end, "");
+        }
+    }
+    listing
+}
+
+#[test]
+fn an_overlay_filled_by_mke2fs_shrinks_in_place_as_resize2fs_counts_it() {
+    require_tool!("mke2fs");
+    require_tool!("debugfs");
+    require_tool!("e2fsck");
+    require_tool!("dumpe2fs");
+    require_tool!("resize2fs");
+    let (dir, image) = scratch("sample.oci.sif");
+    let fs = mke2fs_spread_overlay(dir.path(), 64);
+    let before = rdump_listing(&fs, &dir.path().join("before"));
+    assert!(before.len() > 100, "{before:?}");
+    run_ok(sifovl().args(["add", "--from"]).arg(&fs).arg(&image));
+    let out = run_ok(
+        sifovl()
+            .args(["resize", "--json", "--size", "64"])
+            .arg(&image),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(report["method"], "in place", "{report}");
+    // Every inode of the content lived in groups 9 and later (of 16; 8 are kept).
+    assert!(
+        report["renumbered_inodes"].as_u64().unwrap() > 100,
+        "{report}"
+    );
+    assert!(report["data_bytes"].as_u64().unwrap() > 8 << 20, "{report}");
+    run_ok(sifovl().arg("verify").arg(&image));
+    let (offset, size) = overlay_range(&image);
+    assert_fsck_clean(&image, offset, size);
+    let shrunk = dir.path().join("shrunk.ext3");
+    copy_range_out(&image, offset, size, &shrunk);
+    let reference = dir.path().join("resize2fs.ext3");
+    std::fs::copy(&fs, &reference).unwrap();
+    run_ok(
+        Command::new("resize2fs")
+            .arg("-f")
+            .arg(&reference)
+            .arg("64M"),
+    );
+    assert_eq!(counts(&shrunk), counts(&reference));
+    assert_eq!(rdump_listing(&shrunk, &dir.path().join("after")), before);
+    // Our reader sees the same tree as debugfs.
+    let ours = String::from_utf8(run_ok(sifovl().args(["ls", "--hash"]).arg(&image))).unwrap();
+    for path in [
+        "upper/big.bin",
+        "upper/d/e/hard",
+        "upper/d/slow",
+        "upper/d5/f59",
+    ] {
+        assert!(ours.contains(path), "{path} missing from `ls`: {ours}");
     }
 }
