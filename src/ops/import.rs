@@ -21,10 +21,10 @@ use serde::Serialize;
 
 use crate::digest::{Digest, HashHandle, SharedHashingReader, hash_range};
 use crate::error::{Error, Result, ResultExt};
-use crate::fs::entry::EntrySource;
+use crate::fs::entry::{Entry, EntrySource};
 use crate::fs::merge::{LayerMerge, MergePlan, copy_layer_directly};
 use crate::fs::squashfs::{SquashfsReader, SquashfsWriter, WriterOptions};
-use crate::fs::tar::TarLayerReader;
+use crate::fs::tar::{ReadAhead, TarLayerReader};
 use crate::oci::layout::{
     BlobLocation, BlobStore, DockerArchive, LayoutDir, SelectedImage, TarArchive, select_image,
 };
@@ -507,7 +507,9 @@ fn finish_sif(
 /// A tar layer as an entry stream, with the hashes of its compressed and uncompressed
 /// bytes kept aside.
 struct TarStream {
-    reader: TarLayerReader<SharedHashingReader<Box<dyn Read>>>,
+    /// Decompressed and hashed on a thread of its own ([`ReadAhead`]): the tar reader and
+    /// the squashfs writer's feeding then no longer wait for the inflating.
+    reader: TarLayerReader<ReadAhead>,
     compressed: HashHandle,
     uncompressed: HashHandle,
 }
@@ -533,7 +535,8 @@ impl TarStream {
                 options.max_expansion, options.expansion_allowance
             ),
         );
-        let reader = TarLayerReader::new(plain).map_err(|e| e.context(&layer.name))?;
+        let reader =
+            TarLayerReader::new(ReadAhead::new(plain)).map_err(|e| e.context(&layer.name))?;
         Ok(TarStream {
             reader,
             compressed,
@@ -734,6 +737,11 @@ impl LayerEntries {
 }
 
 /// Pass 1 over `indices` (global layer numbers, bottom first) into `merge`.
+///
+/// The next layer is read (decompressed, hashed, parsed) on threads of its own while this
+/// one is merged: reading is nearly all of the pass, the merge is cheap, and layers are
+/// independent until merged, which stays in order. One layer ahead at most: its entries
+/// (headers, no content) wait in memory, as the merge then keeps them anyway.
 fn observe_layers(
     merge: &mut LayerMerge,
     layers: &[SourceLayer],
@@ -741,18 +749,57 @@ fn observe_layers(
     options: &ImportOptions,
     progress: &dyn crate::progress::Task,
 ) -> Result<()> {
-    for &i in indices {
-        let layer = &layers[i];
-        merge.begin_layer(i);
-        LayerEntries::open(layer, options)?.with_source(layer, &mut |source| {
-            while let Some(entry) = source.next_entry()? {
-                merge.observe(&entry)?;
+    /// An entry, the end of the layer (`None`), or why reading it failed.
+    type Item = Result<Option<Entry>>;
+    std::thread::scope(|scope| {
+        let start = |i: usize| {
+            let (tx, rx) = std::sync::mpsc::channel::<Item>();
+            let layer = &layers[i];
+            scope.spawn(move || {
+                let read = LayerEntries::open(layer, options).and_then(|entries| {
+                    entries.with_source(layer, &mut |source| {
+                        while let Some(entry) = source.next_entry()? {
+                            if tx.send(Ok(Some(entry))).is_err() {
+                                // The merge stopped (an earlier layer failed): so do we.
+                                return Err(Error::io("import", std::io::Error::other("stopped")));
+                            }
+                        }
+                        Ok(())
+                    })
+                });
+                let _ = tx.send(read.map(|()| None));
+            });
+            rx
+        };
+        let mut ahead = std::collections::VecDeque::new();
+        let mut started = 0;
+        for (k, &i) in indices.iter().enumerate() {
+            while started < indices.len() && started <= k + 1 {
+                ahead.push_back(start(indices[started]));
+                started += 1;
             }
-            Ok(())
-        })?;
-        progress.advance(layer.descriptor.size);
-    }
-    Ok(())
+            let Some(entries) = ahead.pop_front() else {
+                break;
+            };
+            merge.begin_layer(i);
+            loop {
+                // A closed channel without the end marker: the reading thread panicked
+                // (the scope re-raises the panic); never take it for the layer's end.
+                let item = entries.recv().map_err(|_| {
+                    Error::io(
+                        layers[i].name.clone(),
+                        std::io::Error::other("the reading thread stopped"),
+                    )
+                })?;
+                match item? {
+                    Some(entry) => merge.observe(&entry)?,
+                    None => break,
+                }
+            }
+            progress.advance(layers[i].descriptor.size);
+        }
+        Ok(())
+    })
 }
 
 /// The digest mismatch of `layer`, if its bytes do not hash to its digest.

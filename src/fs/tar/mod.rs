@@ -8,16 +8,19 @@
 //! owns its input (the crate's entry iterator borrows the archive).
 //!
 //! Modules: `header` holds the format (ustar header, numbers, PAX records) both sides
-//! share, `writer` and `reader` use it; `gzip` compresses on every core. This file holds the compression choice, the
+//! share, `writer` and `reader` use it; `gzip` compresses on every core; `ahead` decompresses
+//! a layer on a thread of its own. This file holds the compression choice, the
 //! digests a layer yields, and [`decompressor`], the detection of compression by magic.
 //!
 //! [`EntrySource`]: crate::fs::entry::EntrySource
 
+mod ahead;
 mod gzip;
 mod header;
 mod reader;
 mod writer;
 
+pub use ahead::ReadAhead;
 pub use gzip::ParallelGzip;
 pub use reader::{TarLayerReader, decompressor};
 pub use writer::TarLayerWriter;

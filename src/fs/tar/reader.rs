@@ -18,7 +18,7 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// read as one stream, as `gzip -d` does), zstd, or anything else as it is (plain tar).
 ///
 /// The magic is looked for in what the first read of `input` returns (64 KiB buffered).
-pub fn decompressor<'a>(input: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
+pub fn decompressor<'a>(input: impl Read + Send + 'a) -> Result<Box<dyn Read + Send + 'a>> {
     let mut buffered = BufReader::with_capacity(1 << 16, input);
     let magic = buffered.fill_buf().map_err(io("reading"))?;
     Ok(if magic.starts_with(&GZIP_MAGIC) {
@@ -205,7 +205,7 @@ fn nul_terminated(mut data: Vec<u8>) -> Vec<u8> {
     data
 }
 
-impl<R: Read + 'static> TarLayerReader<R> {
+impl<R: Read + Send + 'static> TarLayerReader<R> {
     /// A reader of `input`, decompressed by [`decompressor`].
     pub fn new(input: R) -> Result<TarLayerReader<R>> {
         Ok(TarLayerReader {
