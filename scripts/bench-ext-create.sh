@@ -3,7 +3,8 @@
 #  1. `add --sparse --size 10240` (10 GiB) against one sha256sum pass over a 10 GiB sparse file
 #     and `mke2fs -t ext3` of the same size (goal: at most 1.2x the hash pass, SIF sparse);
 #  2. `add --from-dir` against `mke2fs -t ext3 -d` on the corpus trees (goal: at least as fast);
-#  3. `resize` of a 1 GiB overlay holding 500 MB to 2 GiB and back to 1 GiB.
+#  3. `resize` of a 1 GiB overlay holding 500 MB to 2 GiB and back to 1 GiB, and a shrink
+#     of a 2 GiB one whose 500 MB lie past 1.2 GiB (they must move).
 # usage: [ONLY=123] scripts/bench-ext-create.sh [CORPUS_DIR]   (ONLY: the parts to run)   (default /work/corpus-squashfs; trees
 #        `generated` and `linux-root` from scripts/corpus.sh; missing ones are skipped)
 set -euo pipefail
@@ -87,5 +88,26 @@ dd if="$work/c.sif" of=/dev/null bs=4M 2>/dev/null
 cp_t=$(t cp --sparse=always "$work/c.sif" "$work/copy.sif"); rm -f "$work/copy.sif"
 printf 'resize 1 GiB holding 500 MB: to 2 GiB %6.2f s, %s bytes written (resize2fs of the same filesystem %6.2f s: %sx); back to 1 GiB %6.2f s, %s bytes written; cp of the SIF %6.2f s\n' \
   "$grow" "$grow_w" "$r2fs" "$(ratio "$grow" "$r2fs")" "$shrink" "$shrink_w" "$cp_t"
+# A shrink that must move the content: a 2 GiB overlay whose 500 MB lie past 1.2 GiB
+# (`mke2fs -d` of a non-zero filler then the tree, the filler deleted with debugfs),
+# shrunk to 1 GiB, against resize2fs shrinking the same filesystem.
+mkdir -p "$work/spread"; cp -a "$work/t500" "$work/spread/upper"
+head -c 1200M /dev/zero | tr '\0' '\7' > "$work/spread/0filler"
+truncate -s 2G "$work/sp.ext3"
+mke2fs -q -F -t ext3 -d "$work/spread" "$work/sp.ext3"
+debugfs -w -R "rm /0filler" "$work/sp.ext3" 2>/dev/null
+rm -rf "$work/spread"
+cp testdata/sample.oci.sif "$work/s.sif"
+"$bin" add --from "$work/sp.ext3" "$work/s.sif" >/dev/null
+cp --sparse=always "$work/s.sif" "$work/s2.sif"; cp --sparse=always "$work/s.sif" "$work/s3.sif"
+cat "$work/s.sif" >/dev/null
+moved=$("$bin" resize --json --size 1024 "$work/s.sif" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["data_bytes"], r["method"])')
+cat "$work/s2.sif" >/dev/null
+spread_t=$(t "$bin" resize --size 1024 "$work/s2.sif")
+rm -f "$work/s.sif" "$work/s2.sif"
+spread_w=$(wrote "$bin" resize --size 1024 "$work/s3.sif")
+r2fs_s=$(t resize2fs -f "$work/sp.ext3" 1G)
+printf 'shrink 2 GiB holding 500 MB past 1.2 GiB to 1 GiB: %6.2f s, moved %s, %s bytes written (resize2fs of the same filesystem %6.2f s: %sx)\n' \
+  "$spread_t" "$moved" "$spread_w" "$r2fs_s" "$(ratio "$spread_t" "$r2fs_s")"
 fi
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -2,9 +2,9 @@
 //! Structure-aware ext3: valid images with superblock, group descriptor, inode, directory
 //! entry, indirect block, xattr and journal fields set or nudged by the input, where random
 //! bytes rarely get past the superblock checks. Opening (replayed and unreplayed), walking
-//! the whole tree, reading every file and its xattrs, `TreeNeeds::scan`, and `ls`, `diff`
-//! and `cat` on an OCI-SIF holding the image as its overlay must not panic, must fail in
-//! one line and must stay bounded.
+//! the whole tree, reading every file and its xattrs, `TreeNeeds::scan`, planning a resize
+//! in place (grow and shrink), and `ls`, `diff` and `cat` on an OCI-SIF holding the image
+//! as its overlay must not panic, must fail in one line and must stay bounded.
 //!
 //! Bases (byte 0 of the input picks one):
 //! 0. our writer's ext3 (4 KiB blocks, one group, a clean 4 MiB journal) of a tree with
@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use sifovl::fs::entry::{Entry, EntryKind, EntrySource, Metadata, Xattr};
-use sifovl::fs::ext::{Ext3Options, ExtFs, TreeNeeds, write_ext3};
+use sifovl::fs::ext::{Ext3Options, ExtFs, TreeNeeds, resize, write_ext3};
 use sifovl::fs::target::Target;
 use sifovl::ops::{add, browse, view};
 
@@ -563,6 +563,23 @@ fuzz_target!(|data: &[u8]| {
         }
         if let Ok(mut walk) = fs.walk_dir(b"upper/bigdir") {
             fields::walk_all(&mut walk, 1 << 16);
+        }
+    }
+    // Resizing in place plans over the damaged image: an error or a plan, never a panic,
+    // and a shrink's plan writes only below its new end and reads only past it.
+    let mut read = |at: u64, buf: &mut [u8]| {
+        if at + buf.len() as u64 > len {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        file.read_exact_at(buf, offset + at)
+    };
+    fields::one_line("plan_growth", resize::plan_growth(&mut read, len * 2));
+    if let Ok(resize::Shrink::InPlace(plan)) = resize::plan_shrink(&mut read, len / 2) {
+        for m in &plan.moves {
+            assert!(m.src >= plan.fs_bytes && m.dst + m.len <= plan.fs_bytes, "{m:?}");
+        }
+        for (at, bytes) in &plan.patches {
+            assert!(at + bytes.len() as u64 <= plan.fs_bytes, "patch at {at}");
         }
     }
     if let Some(path) = &base.sif {

@@ -1,17 +1,19 @@
 //! `resize`: grow or shrink the writable ext3 overlay (the last layer of an OCI-SIF, or a
 //! native SIF's overlay partition), in one crash-safe edit.
 //!
-//! Growing happens in place where the layout allows (`fs::ext::grow`): the content stays
-//! where it is, new block groups are added after it, and only metadata is written (the
-//! superblock, descriptor tables, bitmaps), so the cost does not depend on how much the
-//! overlay holds. Otherwise (shrinking, or a filesystem whose features are not grown in
-//! place) the whole tree is read through our ext reader and written as a new filesystem of
-//! the new size by our ext3 writer.
+//! Where the layout allows (`fs::ext::resize`), both directions happen in place, as
+//! resize2fs does them: growing adds block groups after the content and writes only
+//! metadata; shrinking moves the blocks past the new end below it (copied at commit from
+//! where they lie, past the file's final end, so a replay after a crash finds them intact)
+//! and renumbers the inodes of the dropped groups. The cost then depends on what lies past
+//! the new end, not on how much the overlay holds.
 //!
-//! Everything a tree holds is kept (files, holes, directories, symlinks, hard links,
-//! devices, FIFOs, sockets, modes, owners, modification times, xattrs, whiteouts, `work/`),
-//! and the filesystem UUID and directory hash seed. Inode numbers are handed out anew, and
-//! access and change times become the modification time (the entry model carries only that).
+//! Otherwise the whole tree is read through our ext reader and written as a new filesystem
+//! of the new size by our ext3 writer. Everything a tree holds is kept (files, holes,
+//! directories, symlinks, hard links, devices, FIFOs, sockets, modes, owners, modification
+//! times, xattrs, whiteouts, `work/`), and the filesystem UUID and directory hash seed.
+//! Inode numbers are handed out anew, and access and change times become the modification
+//! time (the entry model carries only that).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
