@@ -1276,6 +1276,36 @@ mod tests {
     }
 
     #[test]
+    fn copies_from_past_the_final_end_apply_and_any_other_in_file_copy_is_refused() {
+        // A shrink in place: bytes past the final end move below it; a zeroing there is
+        // dropped (the cut removes those bytes anyway, after the copies read them).
+        let (_dir, path) = image(b"0123456789abcdef");
+        let file = open_for_edit(&path).unwrap();
+        let mut edit = Edit::begin(&path, &file).unwrap();
+        edit.copy(12, 2, 4, false);
+        edit.zero(8, 8);
+        edit.set_final_len(10);
+        edit.commit().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"01cdef67\0\0");
+        // A copy reading bytes the final file keeps, or bytes the edit overwrites: an
+        // internal error before anything is committed, the file as it was.
+        for (final_len, overwrite) in [(14, None), (10, Some(13))] {
+            let (_dir, path) = image(b"0123456789abcdef");
+            let file = open_for_edit(&path).unwrap();
+            let mut edit = Edit::begin(&path, &file).unwrap();
+            edit.copy(12, 2, 4, false);
+            if let Some(at) = overwrite {
+                edit.write(at, b"X".to_vec());
+            }
+            edit.set_final_len(final_len);
+            let err = edit.commit().unwrap_err().to_string();
+            assert!(err.contains("internal error"), "{err}");
+            assert_eq!(std::fs::read(&path).unwrap(), b"0123456789abcdef");
+            assert!(!pending(&path));
+        }
+    }
+
+    #[test]
     fn dropping_an_uncommitted_edit_restores_the_file() {
         let (_dir, path) = image(b"original");
         let file = open_for_edit(&path).unwrap();

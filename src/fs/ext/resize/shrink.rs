@@ -673,3 +673,114 @@ impl<'a, 'r> Shrinker<'a, 'r> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+
+    use super::*;
+    use crate::fs::dir::DirSource;
+    use crate::fs::ext::{Ext3Options, Outcome, write_ext3};
+    use crate::fs::target::Target;
+
+    /// Our writer's ext3 (4 KiB blocks, two groups) of a directory holding a 100 KB file
+    /// (an indirect block) and a symlink.
+    fn made() -> (tempfile::TempDir, std::fs::File) {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("d")).unwrap();
+        std::fs::write(tree.join("d/f"), vec![5u8; 100_000]).unwrap();
+        std::os::unix::fs::symlink("d/f", tree.join("link")).unwrap();
+        let file = tempfile::tempfile_in(dir.path()).unwrap();
+        let options = Ext3Options {
+            size: 200 << 20,
+            ..Default::default()
+        };
+        let mut source = DirSource::new(&tree).unwrap();
+        let written = write_ext3(Target::at(&file, 0), &options, &mut source).unwrap();
+        assert!(matches!(written, Outcome::Written(_)));
+        (dir, file)
+    }
+
+    fn plan(file: &std::fs::File, size: u64) -> Result<Shrink> {
+        plan_shrink(&mut |at, buf: &mut [u8]| file.read_exact_at(buf, at), size)
+    }
+
+    /// Byte offset of the first regular file's inode record.
+    fn file_inode(file: &std::fs::File) -> u64 {
+        let mut desc = [0u8; 32];
+        file.read_exact_at(&mut desc, 4096).unwrap();
+        let table = u64::from(get32(&desc, 8)) * 4096;
+        (11..64)
+            .map(|i| table + i * 256)
+            .find(|&at| {
+                let mut mode = [0u8; 2];
+                file.read_exact_at(&mut mode, at).unwrap();
+                u16::from_le_bytes(mode) & S_IFMT == S_IFREG
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_clean_filesystem_shrinks_and_the_plan_stays_below_the_new_end() {
+        let (_dir, file) = made();
+        let Shrink::InPlace(plan) = plan(&file, 100 << 20).unwrap() else {
+            panic!("not in place")
+        };
+        assert_eq!(plan.fs_bytes, 100 << 20);
+        assert_eq!(plan.groups, (2, 1));
+        // Our writer fills from the start: nothing to move or renumber.
+        assert_eq!((plan.moved_blocks, plan.renumbered_inodes), (0, 0));
+        assert!(
+            plan.patches
+                .iter()
+                .all(|(at, b)| at + b.len() as u64 <= 100 << 20)
+        );
+        let sb = &plan.patches.iter().find(|p| p.0 == 0).unwrap().1[1024..2048];
+        assert_eq!(get32(sb, 0x04), 25600, "block count");
+        assert_eq!(get32(sb, 0x00) % 2, 0, "inode count of one group");
+    }
+
+    #[test]
+    fn damaged_or_foreign_filesystems_give_an_error_or_a_rewrite_never_a_panic() {
+        // A block pointer past the end of the filesystem: an error naming the inode.
+        let (_dir, file) = made();
+        let at = file_inode(&file);
+        file.write_all_at(&9_999_999u32.to_le_bytes(), at + I_BLOCK as u64)
+            .unwrap();
+        let err = plan(&file, 100 << 20).unwrap_err().to_string();
+        assert!(err.contains("outside the filesystem"), "{err}");
+        // A file mapped by extents: rewritten, with the reason.
+        let (_dir, file) = made();
+        let at = file_inode(&file);
+        file.write_all_at(&EXTENTS_FL.to_le_bytes(), at + 0x20)
+            .unwrap();
+        assert!(
+            matches!(plan(&file, 100 << 20).unwrap(), Shrink::Rewrite(w) if w.contains("extents"))
+        );
+        // An orphan list: rewritten.
+        let (_dir, file) = made();
+        file.write_all_at(&12u32.to_le_bytes(), 1024 + 0xE8)
+            .unwrap();
+        assert!(
+            matches!(plan(&file, 100 << 20).unwrap(), Shrink::Rewrite(w) if w.contains("orphan"))
+        );
+        // An inode table outside its group: an error, not a read elsewhere.
+        let (_dir, file) = made();
+        file.write_all_at(&40_000u32.to_le_bytes(), 4096 + 8)
+            .unwrap();
+        let err = plan(&file, 100 << 20).unwrap_err().to_string();
+        assert!(err.contains("inode table"), "{err}");
+        // Sizes that drop nothing, or leave no room for a group.
+        let (_dir, file) = made();
+        assert!(matches!(
+            plan(&file, 300 << 20).unwrap(),
+            Shrink::Rewrite(_)
+        ));
+        assert!(matches!(plan(&file, 4096).unwrap(), Shrink::Rewrite(_)));
+        // Not ext at all.
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(1 << 20).unwrap();
+        assert!(plan(&file, 1 << 19).is_err());
+    }
+}
