@@ -115,17 +115,20 @@ fn add_one(args: &AddArgs, image: &Path) -> Result<Outcome> {
 
 #[derive(Args)]
 #[command(
-    after_help = "Growing happens in place, as resize2fs does: the content stays where it is,
-new block groups are added after it and only metadata is written, so it takes about as long
-for a full overlay as for an empty one. Filesystems whose layout is not grown in place
-(meta_bg, 64bit, checksummed metadata, a descriptor table with no room left) and every
-shrink are rewritten instead: the whole tree is read and written into a new ext3 filesystem
-of the new size (sifovl's own writer): files, holes, links, devices, owners, modes,
-modification times, xattrs, whiteouts and work/ are kept, and so are the filesystem UUID
-and hash seed; inode numbers change, and access and change times become the modification
-time. The report says which was done, and why not in place. Either way it is one
-crash-safe edit. A size below what the content needs is refused; so is an overlay whose
-journal needs recovery (run `sifovl recover-overlay` first).
+    after_help = "Both directions happen in place where they can, as resize2fs does them. Growing
+keeps the content where it is, adds block groups after it and writes only metadata, so it
+takes about as long for a full overlay as for an empty one. Shrinking moves the blocks that
+lie past the new end below it (read once, written once) and gives the inodes of the dropped
+block groups free numbers below it (their content, owners, times and xattrs stay; the
+report counts them as renumbered_inodes). Filesystems whose layout is not resized in place
+(meta_bg, 64bit, checksummed metadata, extents, a descriptor table with no room left) are
+rewritten instead: the whole tree is read and written into a new ext3 filesystem of the
+new size (sifovl's own writer): files, holes, links, devices, owners, modes, modification
+times, xattrs, whiteouts and work/ are kept, and so are the filesystem UUID and hash seed;
+inode numbers change, and access and change times become the modification time. The report
+says which was done, and why not in place. Either way it is one crash-safe edit. A size
+below what the content needs is refused; so is an overlay whose journal needs recovery
+(run `sifovl recover-overlay` first).
 
 Examples:
   sifovl resize --size 4G image.oci.sif     # grow the OCI-SIF's overlay layer to 4 GiB
@@ -169,20 +172,25 @@ fn resize_one(args: &ResizeArgs, image: &Path) -> Result<Outcome> {
         report.dropped_cosign_entries,
     );
     emit(args.json, &report, |r| {
-        let how = if r.method == "in place" {
-            "grown in place".to_string()
-        } else {
-            "resized".to_string()
+        let grew = r.new_size > r.old_size;
+        let how = match (r.method, grew) {
+            ("in place", true) => "grown in place",
+            ("in place", false) => "shrunk in place",
+            _ => "resized",
         };
-        let copied = if r.method == "in place" {
-            "content left where it was".to_string()
-        } else {
-            format!("{} MiB of file data rewritten", r.data_bytes >> 20)
+        let copied = match (r.method, grew) {
+            ("in place", true) => "content left where it was".to_string(),
+            ("in place", false) => format!(
+                "{} MiB of content moved below the new end, {} inodes renumbered",
+                r.data_bytes >> 20,
+                r.renumbered_inodes
+            ),
+            _ => format!("{} MiB of file data rewritten", r.data_bytes >> 20),
         };
         let because = r
             .rewritten_because
             .as_deref()
-            .map(|why| format!("\n  not grown in place: {why}"))
+            .map(|why| format!("\n  not resized in place: {why}"))
             .unwrap_or_default();
         format!(
             "{}: overlay {how} from {} MiB to {} MiB (object {} at offset {}; {} inodes, {copied}){}{because}",
