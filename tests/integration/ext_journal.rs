@@ -254,20 +254,9 @@ fn check_against_e2fsck_except(
     replayed
 }
 
-fn random_bytes(n: usize, mut seed: u64) -> Vec<u8> {
-    (0..n)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect()
-}
-
 fn write_cmd(dir: &Path, name: &str, len: usize, seed: u64, dest: &str) -> String {
     let host = dir.join(name);
-    std::fs::write(&host, random_bytes(len, seed)).unwrap();
+    std::fs::write(&host, crate::util::noise(len, seed)).unwrap();
     format!("write {} {dest}", host.display())
 }
 

@@ -68,15 +68,9 @@ fn dump(fs: &Path) -> String {
         .join("\n")
 }
 
-/// Grow the overlay of `image` to `mib` MiB and check it: "in place" (with the bytes the
-/// command wrote far below the content) or "rewritten" for `expect_rewrite`'s reason;
-/// verify; e2fsck clean; the big file reads back; and, in place, `dumpe2fs` equal to what
-/// resize2fs makes of the old filesystem.
-fn grow_and_check(image: &Path, mib: u64, big: &[u8], expect_rewrite: Option<&str>) {
-    let dir = image.parent().unwrap();
-    let old_fs = dir.join("old.ext3");
-    extract_overlay(image, &old_fs);
-    let json = dir.join("resize.json");
+/// `sifovl resize --json --size MIB IMAGE`: its report, and the bytes it wrote (`wchar`).
+pub fn resize_counting_writes(image: &Path, mib: u64) -> (serde_json::Value, u64) {
+    let json = image.with_extension("resize.json");
     let written = bytes_written(&[
         "sh".as_ref(),
         "-c".as_ref(),
@@ -86,7 +80,20 @@ fn grow_and_check(image: &Path, mib: u64, big: &[u8], expect_rewrite: Option<&st
         image.as_os_str(),
         json.as_os_str(),
     ]);
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let report = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    std::fs::remove_file(&json).unwrap();
+    (report, written)
+}
+
+/// Grow the overlay of `image` to `mib` MiB and check it: "in place" (with the bytes the
+/// command wrote far below the content) or "rewritten" for `expect_rewrite`'s reason;
+/// verify; e2fsck clean; the big file reads back; and, in place, `dumpe2fs` equal to what
+/// resize2fs makes of the old filesystem.
+fn grow_and_check(image: &Path, mib: u64, big: &[u8], expect_rewrite: Option<&str>) {
+    let dir = image.parent().unwrap();
+    let old_fs = dir.join("old.ext3");
+    extract_overlay(image, &old_fs);
+    let (report, written) = resize_counting_writes(image, mib);
     let what = format!("{} to {mib} MiB: {report}", image.display());
     assert_eq!(report["new_size"], mib << 20, "{what}");
     match expect_rewrite {

@@ -9,23 +9,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::ext_write::{assert_fsck_clean, bytes_written, copy_range_out, overlay_range};
+use crate::ext_write::{assert_fsck_clean, copy_range_out, overlay_range};
 use crate::ocisif::scratch;
 use crate::tree::host_listing;
-use crate::util::{run_ok, sifovl};
+use crate::util::{noise, run_ok, sifovl};
 use crate::{require_mount, require_tool};
-
-/// Pseudo-random bytes (incompressible).
-fn noise(len: usize, mut seed: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect()
-}
 
 /// A tree with every kind of entry an overlay holds, about `scale` / 6 MiB of content: files big enough for double-indirect blocks, hard links, fast and
 /// slow symlinks, a FIFO, a device, a sparse file, small and large xattrs (two files with
@@ -194,6 +182,21 @@ fn counts(fs: &Path) -> Vec<String> {
         .collect()
 }
 
+/// [`counts`] of what `resize2fs` makes of a copy of `fs` shrunk to `mib` MiB.
+fn resize2fs_counts(fs: &Path, mib: u64) -> Vec<String> {
+    let reference = fs.with_extension("resize2fs");
+    std::fs::copy(fs, &reference).unwrap();
+    run_ok(
+        Command::new("resize2fs")
+            .arg("-f")
+            .arg(&reference)
+            .arg(format!("{mib}M")),
+    );
+    let counted = counts(&reference);
+    std::fs::remove_file(&reference).unwrap();
+    counted
+}
+
 #[test]
 fn shrinking_in_place_moves_blocks_renumbers_inodes_and_keeps_every_file() {
     require_mount!();
@@ -210,18 +213,7 @@ fn shrinking_in_place_moves_blocks_renumbers_inodes_and_keeps_every_file() {
         let (dir, image) = scratch(sample);
         let (fs, before) = spread_overlay(dir.path(), from, options, filler, 64);
         run_ok(sifovl().args(["add", "--from"]).arg(&fs).arg(&image));
-        let json = dir.path().join("resize.json");
-        let written = bytes_written(&[
-            "sh".as_ref(),
-            "-c".as_ref(),
-            r#""$0" resize --json --size "$1" "$2" > "$3""#.as_ref(),
-            env!("CARGO_BIN_EXE_sifovl").as_ref(),
-            to.to_string().as_ref(),
-            image.as_os_str(),
-            json.as_os_str(),
-        ]);
-        let report: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let (report, written) = crate::grow::resize_counting_writes(&image, to);
         let what = format!("{sample} {from} -> {to} MiB: {report}");
         eprintln!("{what}: wrote {written} bytes");
         assert_eq!(report["method"], "in place", "{what}");
@@ -243,15 +235,7 @@ fn shrinking_in_place_moves_blocks_renumbers_inodes_and_keeps_every_file() {
         let shrunk = dir.path().join("shrunk.ext3");
         copy_range_out(&image, offset, size, &shrunk);
         // The same counts as resize2fs gives the old filesystem.
-        let reference = dir.path().join("resize2fs.ext3");
-        std::fs::copy(&fs, &reference).unwrap();
-        run_ok(
-            Command::new("resize2fs")
-                .arg("-f")
-                .arg(&reference)
-                .arg(format!("{to}M")),
-        );
-        assert_eq!(counts(&shrunk), counts(&reference), "{what}");
+        assert_eq!(counts(&shrunk), resize2fs_counts(&fs, to), "{what}");
         // Every file as it was, through the kernel.
         let after = mounted(&shrunk, &dir.path().join("mnt"), "ro", host_listing);
         assert_eq!(after, before, "{what}");
@@ -313,15 +297,7 @@ fn an_overlay_filled_by_mke2fs_shrinks_in_place_as_resize2fs_counts_it() {
     assert_fsck_clean(&image, offset, size);
     let shrunk = dir.path().join("shrunk.ext3");
     copy_range_out(&image, offset, size, &shrunk);
-    let reference = dir.path().join("resize2fs.ext3");
-    std::fs::copy(&fs, &reference).unwrap();
-    run_ok(
-        Command::new("resize2fs")
-            .arg("-f")
-            .arg(&reference)
-            .arg("64M"),
-    );
-    assert_eq!(counts(&shrunk), counts(&reference));
+    assert_eq!(counts(&shrunk), resize2fs_counts(&fs, 64));
     assert_eq!(rdump_listing(&shrunk, &dir.path().join("after")), before);
     // Our reader sees the same tree as debugfs.
     let ours = String::from_utf8(run_ok(sifovl().args(["ls", "--hash"]).arg(&image))).unwrap();

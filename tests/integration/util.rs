@@ -85,3 +85,16 @@ pub fn run_ok(cmd: &mut Command) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// Pseudo-random bytes (xorshift of `seed`, which must not be 0): incompressible test data
+/// that is the same in every run.
+pub fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
