@@ -571,6 +571,13 @@ enum NewLayer {
     },
 }
 
+/// A new layer's descriptor: known (a copied layer), or a squashfs layer of this size
+/// whose digest a thread is computing.
+enum NewDigest<'s> {
+    Known(Descriptor),
+    Hashing(std::thread::ScopedJoinHandle<'s, Result<Digest>>, u64),
+}
+
 /// The image with converted layers: new squashfs layers, `diff_ids` rewritten, history
 /// replaced as SingularityCE does on conversion, manifest re-serialised.
 fn write_converted(
@@ -605,32 +612,74 @@ fn write_converted(
         plan
     };
     let mut sif = NewSif::new(plan.len() + 2)?;
+    // Each converted layer is hashed on a thread of its own while the next one is
+    // converted: the hash is a full read of the layer, during which the other cores had
+    // nothing to do. OCI blobs follow one another unpadded, so where the next layer goes is
+    // known from this one's size alone; the SIF records them in order once every digest is
+    // known, and each offset is checked against the SIF's own then.
+    let written: Vec<(u64, Descriptor, Option<u64>)> =
+        std::thread::scope(|scope| -> Result<Vec<_>> {
+            let mut next = sif.next_offset();
+            let mut pending = Vec::new();
+            for new in plan {
+                let offset = next;
+                match new {
+                    NewLayer::Copy(i) => {
+                        copy_blob(file, offset, &layers[i])?;
+                        let descriptor = layers[i].descriptor.clone();
+                        next = offset + descriptor.size;
+                        pending.push((offset, NewDigest::Known(descriptor), None));
+                    }
+                    NewLayer::Merge {
+                        layers: indices,
+                        keep_whiteouts,
+                    } => {
+                        let (size, entries) = merge_into_squashfs(
+                            file,
+                            offset,
+                            layers,
+                            &indices,
+                            keep_whiteouts,
+                            options,
+                        )?;
+                        let hashing = scope.spawn(move || hash_range(file, offset, size));
+                        next = offset + size;
+                        pending.push((offset, NewDigest::Hashing(hashing, size), Some(entries)));
+                    }
+                }
+            }
+            pending
+                .into_iter()
+                .map(|(offset, layer, entries)| {
+                    let descriptor = match layer {
+                        NewDigest::Known(descriptor) => descriptor,
+                        NewDigest::Hashing(hashing, size) => Descriptor {
+                            media_type: MediaType::SquashfsLayer,
+                            size,
+                            digest: hashing.join().map_err(|_| {
+                                Error::io(
+                                    "hashing the new layer",
+                                    std::io::Error::other("the hashing thread stopped"),
+                                )
+                            })??,
+                        },
+                    };
+                    Ok((offset, descriptor, entries))
+                })
+                .collect()
+        })?;
     let mut descriptors = Vec::new();
     let mut imported = Vec::new();
-    for new in plan {
-        let offset = sif.next_offset();
-        let (descriptor, entries) = match new {
-            NewLayer::Copy(i) => {
-                copy_blob(file, offset, &layers[i])?;
-                (layers[i].descriptor.clone(), None)
-            }
-            NewLayer::Merge {
-                layers: indices,
-                keep_whiteouts,
-            } => {
-                let (size, entries) =
-                    merge_into_squashfs(file, offset, layers, &indices, keep_whiteouts, options)?;
-                let digest = hash_range(file, offset, size)?;
-                (
-                    Descriptor {
-                        media_type: MediaType::SquashfsLayer,
-                        size,
-                        digest,
-                    },
-                    Some(entries),
-                )
-            }
-        };
+    for (offset, descriptor, entries) in written {
+        if sif.next_offset() != offset {
+            return Err(Error::io(
+                "writing the new image",
+                std::io::Error::other(format!(
+                    "layer written at {offset}, but the SIF places it at {}",
+                    sif.next_offset()
+                )),
+            ));
+        }
         sif.add_blob(&descriptor.digest, descriptor.size)?;
         imported.push(ImportedLayer {
             media_type: descriptor.media_type.as_str().to_string(),
