@@ -507,36 +507,87 @@ fn finish_sif(
 /// A tar layer as an entry stream, with the hashes of its compressed and uncompressed
 /// bytes kept aside.
 struct TarStream {
-    /// Decompressed and hashed on a thread of its own ([`ReadAhead`]): the tar reader and
-    /// the squashfs writer's feeding then no longer wait for the inflating.
-    reader: TarLayerReader<ReadAhead>,
+    /// Read and decompressed on threads of their own ([`ReadAhead`], see `open`): the tar
+    /// reader and the squashfs writer's feeding no longer wait for the inflating.
+    reader: TarLayerReader<Box<dyn Read + Send>>,
     compressed: HashHandle,
-    uncompressed: HashHandle,
+    /// `None` when the uncompressed bytes need no hashing (see [`TarStream::open`]).
+    uncompressed: Option<HashHandle>,
+}
+
+/// A reader failing (`InvalidData`, with `beyond`) past `limit` bytes: the bomb bound,
+/// where nothing is hashed.
+struct Bounded<R> {
+    inner: R,
+    read: u64,
+    limit: u64,
+    beyond: String,
+}
+
+impl<R> Bounded<R> {
+    fn new(inner: R, limit: u64, beyond: String) -> Bounded<R> {
+        Bounded {
+            inner,
+            read: 0,
+            limit,
+            beyond,
+        }
+    }
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.limit {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                self.beyond.clone(),
+            ));
+        }
+        Ok(n)
+    }
 }
 
 impl TarStream {
-    fn open(layer: &SourceLayer, options: &ImportOptions) -> Result<TarStream> {
+    /// With `diff_id_checked` (a second pass over a layer the first pass checked), the
+    /// uncompressed bytes are not hashed again: the compressed digest, checked again, proves
+    /// they are the same bytes, as one gzip or zstd stream always decompresses to the same
+    /// output. They are still counted against the bomb bound.
+    fn open(
+        layer: &SourceLayer,
+        options: &ImportOptions,
+        diff_id_checked: bool,
+    ) -> Result<TarStream> {
         let (raw, compressed) = SharedHashingReader::new(
             layer.location.open()?,
             layer.descriptor.size,
             "more bytes than its declared size",
         );
-        let decompressed = crate::fs::tar::decompressor(raw).map_err(|e| e.context(&layer.name))?;
+        // Three threads: the compressed bytes are read and hashed on one, inflated on
+        // another, and the uncompressed ones hashed and parsed on the caller's (which also
+        // feeds the squashfs writer). One thread for all of it was the longest stage of the
+        // pipeline, and the only one in pass 1 of an image with one large layer.
+        let decompressed = crate::fs::tar::decompressor(ReadAhead::new(raw))
+            .map_err(|e| e.context(&layer.name))?;
+        let decompressed = ReadAhead::new(decompressed);
         let limit = layer
             .descriptor
             .size
             .saturating_mul(options.max_expansion)
             .saturating_add(options.expansion_allowance);
-        let (plain, uncompressed) = SharedHashingReader::new(
-            decompressed,
-            limit,
-            format!(
-                "expands beyond {limit} bytes, {}x its compressed size plus {} bytes: refused as a decompression bomb",
-                options.max_expansion, options.expansion_allowance
-            ),
+        let beyond = format!(
+            "expands beyond {limit} bytes, {}x its compressed size plus {} bytes: refused as a decompression bomb",
+            options.max_expansion, options.expansion_allowance
         );
-        let reader =
-            TarLayerReader::new(ReadAhead::new(plain)).map_err(|e| e.context(&layer.name))?;
+        let (plain, uncompressed): (Box<dyn Read + Send>, _) =
+            if diff_id_checked || layer.diff_id.is_none() {
+                (Box::new(Bounded::new(decompressed, limit, beyond)), None)
+            } else {
+                let (plain, handle) = SharedHashingReader::new(decompressed, limit, beyond);
+                (Box::new(plain), Some(handle))
+            };
+        let reader = TarLayerReader::new(plain).map_err(|e| e.context(&layer.name))?;
         Ok(TarStream {
             reader,
             compressed,
@@ -548,8 +599,8 @@ impl TarStream {
     fn finish(mut self, layer: &SourceLayer) -> Result<()> {
         self.reader.drain().map_err(|e| e.context(&layer.name))?;
         check_digest(&layer.name, &self.compressed, &layer.descriptor)?;
-        if let Some(diff_id) = layer.diff_id {
-            let actual = self.uncompressed.digest();
+        if let (Some(diff_id), Some(uncompressed)) = (layer.diff_id, &self.uncompressed) {
+            let actual = uncompressed.digest();
             if actual != diff_id {
                 return Err(Error::malformed(format!(
                     "{}: the uncompressed layer hashes to {actual}, not its diff_id {diff_id}",
@@ -731,9 +782,14 @@ enum LayerEntries {
 }
 
 impl LayerEntries {
-    fn open(layer: &SourceLayer, options: &ImportOptions) -> Result<LayerEntries> {
+    /// `diff_id_checked`: see [`TarStream::open`].
+    fn open(
+        layer: &SourceLayer,
+        options: &ImportOptions,
+        diff_id_checked: bool,
+    ) -> Result<LayerEntries> {
         match layer.kind {
-            LayerKind::Tar => TarStream::open(layer, options)
+            LayerKind::Tar => TarStream::open(layer, options, diff_id_checked)
                 .map(LayerEntries::Tar)
                 .map_err(|e| digest_error(layer).unwrap_or(e)),
             LayerKind::Squashfs => {
@@ -805,7 +861,7 @@ fn observe_layers(
             let (tx, rx) = std::sync::mpsc::channel::<Item>();
             let layer = &layers[i];
             scope.spawn(move || {
-                let read = LayerEntries::open(layer, options).and_then(|entries| {
+                let read = LayerEntries::open(layer, options, false).and_then(|entries| {
                     entries.with_source(layer, &mut |source| {
                         while let Some(entry) = source.next_entry()? {
                             if tx.send(Ok(Some(entry))).is_err() {
@@ -883,7 +939,7 @@ fn merge_into_squashfs(
         let progress = crate::progress::task("converting", layer.descriptor.size);
         let mut writer = SquashfsWriter::new(file, offset, options.squashfs.clone())?;
         let mut written = None;
-        LayerEntries::open(layer, options)?.with_source(layer, &mut |source| {
+        LayerEntries::open(layer, options, false)?.with_source(layer, &mut |source| {
             written = copy_layer_directly(source, &mut writer)?;
             if written.is_none() {
                 // Read on to the end anyway, so the digests are still checked.
@@ -922,7 +978,8 @@ fn merge_into_squashfs(
     );
     for i in needed {
         let layer = &layers[i];
-        LayerEntries::open(layer, options)?.with_source(layer, &mut |source| {
+        // Pass 1 read every layer this pass needs and checked its diff_id.
+        LayerEntries::open(layer, options, true)?.with_source(layer, &mut |source| {
             plan.write_layer(i, source, &mut writer)
         })?;
         progress.advance(layer.descriptor.size);
@@ -930,4 +987,22 @@ fn merge_into_squashfs(
     plan.write_links(&mut writer)?;
     let size = writer.finish()?;
     Ok((size, entries))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bomb_bound_without_hashing_fails_one_byte_past_the_limit() {
+        let data = [7u8; 100];
+        let mut out = Vec::new();
+        let mut at_limit = Bounded::new(&data[..], 100, "too big".into());
+        assert_eq!(at_limit.read_to_end(&mut out).unwrap(), 100);
+        let err = Bounded::new(&data[..], 99, "too big".into())
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert_eq!(err.to_string(), "too big");
+    }
 }
