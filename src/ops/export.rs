@@ -291,7 +291,21 @@ fn write_blob(dir: &Path, bytes: &[u8]) -> Result<Digest> {
 /// written.
 fn stage_blob<T>(
     dir: &Path,
-    fill: impl FnOnce(&mut HashingWriter<BufWriter<&mut File>>) -> Result<T>,
+    fill: impl FnOnce(&mut HashingWriter<&mut BufWriter<&mut File>>) -> Result<T>,
+) -> Result<(Digest, u64, T)> {
+    stage_digested(dir, |out| {
+        let mut writer = HashingWriter::new(out);
+        let extra = fill(&mut writer)?;
+        Ok((writer.digest(), writer.count(), extra))
+    })
+}
+
+/// As [`stage_blob`], for a writer that hashes what it writes itself (the tar layer
+/// writer does): `fill` gives the digest and size of what it wrote with its result, and
+/// the blob is not hashed a second time.
+fn stage_digested<T>(
+    dir: &Path,
+    fill: impl FnOnce(&mut BufWriter<&mut File>) -> Result<(Digest, u64, T)>,
 ) -> Result<(Digest, u64, T)> {
     let blobs = dir.join("blobs/sha256");
     let mut temp = tempfile::Builder::new()
@@ -300,10 +314,10 @@ fn stage_blob<T>(
         .tempfile_in(&blobs)
         .with_context(|| blobs.display())?;
     let (digest, size, extra) = {
-        let mut writer = HashingWriter::new(BufWriter::with_capacity(1 << 20, temp.as_file_mut()));
-        let extra = fill(&mut writer)?;
-        writer.flush().with_context(|| blobs.display())?;
-        (writer.digest(), writer.count(), extra)
+        let mut out = BufWriter::with_capacity(1 << 20, temp.as_file_mut());
+        let written = fill(&mut out)?;
+        out.flush().with_context(|| blobs.display())?;
+        written
     };
     temp.as_file().sync_all().with_context(|| blobs.display())?;
     temp.persist(blobs.join(digest.hex()))
@@ -417,15 +431,16 @@ fn stage_as_tar(
             )));
         }
         let progress = crate::progress::task("converting", layer.object_size);
-        let (digest, size, tar) = stage_blob(dir, |out| {
-            layer_as_tar(
+        let (digest, size, tar) = stage_digested(dir, |out| {
+            let tar = layer_as_tar(
                 file,
                 layer.offset,
                 layer.object_size,
                 out,
                 options.compression,
             )
-            .map_err(|e| e.context(&what))
+            .map_err(|e| e.context(&what))?;
+            Ok((tar.digests.digest, tar.digests.size, tar))
         })?;
         progress.advance(layer.object_size);
         warnings.extend(tar.warnings.iter().map(|w| format!("overlay upper{w}")));
