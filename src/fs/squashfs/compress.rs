@@ -247,7 +247,11 @@ impl BlockCompressor {
                 e.finish().map_err(|e| fail(e.to_string()))?;
                 out
             }
-            State::Lz4 => lz4_flex::block::compress(data),
+            // liblz4 itself (`LZ4_compress_default`), as mksquashfs: lz4_flex's match
+            // finder made images up to 1% larger on mixed data.
+            State::Lz4 => {
+                lz4::block::compress(data, None, false).map_err(|e| fail(e.to_string()))?
+            }
         })
     }
 }
