@@ -300,7 +300,8 @@ struct InPlaceDone {
 }
 
 /// A resize in place, planned over the filesystem: the new object is the old one's first
-/// `read_len` bytes then zeros, with `moves` copied and `patches` written over it.
+/// `read_len` bytes then zeros, with `moves` copied and `patches` written over it (both
+/// sorted by destination and disjoint).
 struct InPlacePlan {
     new_size: u64,
     read_len: u64,
@@ -534,7 +535,7 @@ fn hash_patched(file: &File, offset: u64, plan: &InPlacePlan) -> Result<Digest> 
     };
     // The old overlay's data regions: chunks in its holes are zeros without a read.
     let data = crate::digest::data_extents(file, offset, read_len);
-    let (mut next, mut next_move) = (0, 0);
+    let (mut next, mut next_move, mut next_patch) = (0, 0, 0);
     let mut pos = 0u64;
     while pos < size {
         crate::interrupt::check()?;
@@ -572,11 +573,19 @@ fn hash_patched(file: &File, offset: u64, plan: &InPlacePlan) -> Result<Digest> 
                 m.src + (a - m.dst),
             )?;
         }
-        for (at, bytes) in &plan.patches {
+        // Patches are sorted and disjoint too.
+        while plan
+            .patches
+            .get(next_patch)
+            .is_some_and(|(at, bytes)| at + bytes.len() as u64 <= pos)
+        {
+            next_patch += 1;
+        }
+        for (at, bytes) in plan.patches[next_patch..]
+            .iter()
+            .take_while(|(at, _)| *at < pos + n)
+        {
             let (start, end) = (*at, at + bytes.len() as u64);
-            if end <= pos || start >= pos + n {
-                continue;
-            }
             let (a, b) = (start.max(pos), end.min(pos + n));
             chunk[(a - pos) as usize..(b - pos) as usize]
                 .copy_from_slice(&bytes[(a - start) as usize..(b - start) as usize]);

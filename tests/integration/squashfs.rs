@@ -71,6 +71,35 @@ fn listing_without_root(root: &Path) -> std::collections::BTreeMap<String, Strin
     l
 }
 
+/// `mksquashfs TREE DEST` with a fixed time and `extra` options, as the comparisons run it.
+fn mksquashfs(tree: &Path, dest: &Path, extra: &[&str]) {
+    run_ok(
+        Command::new("mksquashfs")
+            .arg(tree)
+            .arg(dest)
+            .args([
+                "-noappend",
+                "-quiet",
+                "-no-progress",
+                "-mkfs-time",
+                "1700000000",
+            ])
+            .args(extra),
+    );
+}
+
+/// `sqfsdiff` of two images (with `extra` options) finds no difference.
+fn sqfsdiff(old: &Path, new: &Path, extra: &[&str]) {
+    run_ok(
+        Command::new("sqfsdiff")
+            .args(extra)
+            .arg("--old")
+            .arg(old)
+            .arg("--new")
+            .arg(new),
+    );
+}
+
 #[test]
 fn unsquashfs_extracts_exactly_the_source_tree_for_every_compressor() {
     require_tool!("unsquashfs");
@@ -114,13 +143,7 @@ fn listing_and_contents_match_mksquashfs_of_the_same_tree() {
     let ours = dir.path().join("ours.sqfs");
     let ours_len = write_image(&tree, &ours, Compression::default());
     let theirs = dir.path().join("mksquashfs.sqfs");
-    run_ok(Command::new("mksquashfs").arg(&tree).arg(&theirs).args([
-        "-noappend",
-        "-quiet",
-        "-no-progress",
-        "-mkfs-time",
-        "1700000000",
-    ]));
+    mksquashfs(&tree, &theirs, &[]);
     let list = |p: &Path| {
         String::from_utf8(run_ok(
             Command::new("unsquashfs").args(["-lls", "-n"]).arg(p),
@@ -143,14 +166,7 @@ fn listing_and_contents_match_mksquashfs_of_the_same_tree() {
         assert_eq!(normal(la), normal(lb));
     }
     // sqfsdiff: same entries, contents, types, permissions, owners and times.
-    run_ok(
-        Command::new("sqfsdiff")
-            .arg("--timestamps")
-            .arg("--old")
-            .arg(&theirs)
-            .arg("--new")
-            .arg(&ours),
-    );
+    sqfsdiff(&theirs, &ours, &["--timestamps"]);
     // Sizes within 2% of mksquashfs's at the same settings.
     let theirs_len = std::fs::metadata(&theirs).unwrap().len();
     assert!(
@@ -595,25 +611,13 @@ fn gzip_images_of_long_distance_repetition_are_no_larger_than_mksquashfs() {
     let ours = dir.path().join("ours.sqfs");
     let ours_len = write_image(&tree, &ours, Compression::default());
     let theirs = dir.path().join("mksquashfs.sqfs");
-    run_ok(Command::new("mksquashfs").arg(&tree).arg(&theirs).args([
-        "-noappend",
-        "-quiet",
-        "-no-progress",
-        "-mkfs-time",
-        "1700000000",
-    ]));
+    mksquashfs(&tree, &theirs, &[]);
     let theirs_len = std::fs::metadata(&theirs).unwrap().len();
     assert!(
         ours_len <= theirs_len,
         "ours {ours_len} bytes, mksquashfs {theirs_len}"
     );
-    run_ok(
-        Command::new("sqfsdiff")
-            .arg("--old")
-            .arg(&theirs)
-            .arg("--new")
-            .arg(&ours),
-    );
+    sqfsdiff(&theirs, &ours, &[]);
 }
 
 #[test]
@@ -648,27 +652,13 @@ fn lz4_images_are_as_small_as_mksquashfs_lz4() {
     let ours = dir.path().join("ours.sqfs");
     let ours_len = write_image(&tree, &ours, Compression::Lz4);
     let theirs = dir.path().join("mksquashfs.sqfs");
-    run_ok(Command::new("mksquashfs").arg(&tree).arg(&theirs).args([
-        "-comp",
-        "lz4",
-        "-noappend",
-        "-quiet",
-        "-no-progress",
-        "-mkfs-time",
-        "1700000000",
-    ]));
+    mksquashfs(&tree, &theirs, &["-comp", "lz4"]);
     let theirs_len = std::fs::metadata(&theirs).unwrap().len();
     assert!(
         ours_len * 1000 <= theirs_len * 1005,
         "ours {ours_len} bytes, mksquashfs {theirs_len}"
     );
-    run_ok(
-        Command::new("sqfsdiff")
-            .arg("--old")
-            .arg(&theirs)
-            .arg("--new")
-            .arg(&ours),
-    );
+    sqfsdiff(&theirs, &ours, &[]);
 }
 
 /// A lookup table whose pointers name one metadata block twice is refused (found while

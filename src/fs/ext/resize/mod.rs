@@ -122,7 +122,6 @@ impl Geometry {
             || ipg > bs * 8
             || isz < 128
             || (ipg * isz) % bs != 0
-            || fdb > 1
             || fdb != u64::from(bs == 1024)
             || blocks <= fdb
         {
