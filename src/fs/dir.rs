@@ -18,6 +18,9 @@ pub struct DirSource {
     stack: Vec<Vec<u8>>,
     links: HashMap<(u64, u64), Vec<u8>>,
     current: Option<PathBuf>,
+    /// Whether the current file has fewer bytes allocated than its size (see
+    /// [`EntrySource::stored_with_holes`]).
+    current_holes: Option<bool>,
     excluded: Vec<Vec<u8>>,
 }
 
@@ -38,6 +41,7 @@ impl DirSource {
             stack: vec![Vec::new()],
             links: HashMap::new(),
             current: None,
+            current_holes: None,
             excluded: Vec::new(),
         })
     }
@@ -167,12 +171,18 @@ impl EntrySource for DirSource {
             mtime_nsec: meta.mtime_nsec() as u32,
             xattrs: read_xattrs(&path)?,
         };
+        self.current_holes = matches!(kind, EntryKind::File { .. })
+            .then(|| meta.blocks().saturating_mul(512) < meta.len());
         self.current = Some(path);
         Ok(Some(Entry {
             path: rel,
             kind,
             metadata,
         }))
+    }
+
+    fn stored_with_holes(&self) -> Option<bool> {
+        self.current_holes
     }
 
     fn read_content(&mut self) -> Result<Box<dyn Read + '_>> {

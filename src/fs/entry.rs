@@ -153,6 +153,15 @@ pub trait EntrySource {
     /// The content of the current entry, which must be a [`EntryKind::File`]. Exactly
     /// `size` bytes; a reader yields zeros for holes in sparse files.
     fn read_content(&mut self) -> Result<Box<dyn Read + '_>>;
+
+    /// Whether the current entry, a file, is stored with holes in this source (fewer bytes
+    /// allocated than its size), where the source can tell; `None` where it cannot (a tar
+    /// stream). A squashfs writer counts a file's all-zero blocks as its sparse bytes
+    /// (which `unsquashfs` restores as holes and `stat` leaves out of the block count)
+    /// only when this is not `Some(false)`: mksquashfs's rule for a file it reads from disk.
+    fn stored_with_holes(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// A borrowed source is a source (so adaptors can wrap `&mut dyn EntrySource`).
@@ -164,12 +173,28 @@ impl<S: EntrySource + ?Sized> EntrySource for &mut S {
     fn read_content(&mut self) -> Result<Box<dyn Read + '_>> {
         (**self).read_content()
     }
+
+    fn stored_with_holes(&self) -> Option<bool> {
+        (**self).stored_with_holes()
+    }
 }
 
 /// A sink that consumes entries, e.g. a squashfs or tar writer.
 pub trait EntrySink {
     /// Add one entry; for a [`EntryKind::File`], `content` yields exactly `size` bytes.
     fn add_entry(&mut self, entry: &Entry, content: Option<&mut dyn Read>) -> Result<()>;
+
+    /// Add a file entry, told whether its source stores it with holes (see
+    /// [`EntrySource::stored_with_holes`]); sinks that do not record sparseness ignore it.
+    fn add_file(
+        &mut self,
+        entry: &Entry,
+        content: &mut dyn Read,
+        holes: Option<bool>,
+    ) -> Result<()> {
+        let _ = holes;
+        self.add_entry(entry, Some(content))
+    }
 }
 
 /// Copy every entry of `source` into `sink`, in order.
@@ -177,8 +202,9 @@ pub fn copy_entries(source: &mut dyn EntrySource, sink: &mut dyn EntrySink) -> R
     let mut count = 0;
     while let Some(entry) = source.next_entry()? {
         if matches!(entry.kind, EntryKind::File { .. }) {
+            let holes = source.stored_with_holes();
             let mut content = source.read_content()?;
-            sink.add_entry(&entry, Some(&mut content))?;
+            sink.add_file(&entry, &mut content, holes)?;
         } else {
             sink.add_entry(&entry, None)?;
         }

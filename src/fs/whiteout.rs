@@ -195,6 +195,12 @@ impl<S: EntrySource> EntrySource for ToAufs<S> {
         }
         self.inner.read_content()
     }
+
+    fn stored_with_holes(&self) -> Option<bool> {
+        (!self.synthetic)
+            .then(|| self.inner.stored_with_holes())
+            .flatten()
+    }
 }
 
 /// AUFS form -> OverlayFS form, streaming. An opaque marker that arrives after other
@@ -286,6 +292,12 @@ impl<S: EntrySource> EntrySource for ToOverlayfs<S> {
             return Ok(Box::new(std::io::empty()));
         }
         self.inner.read_content()
+    }
+
+    fn stored_with_holes(&self) -> Option<bool> {
+        (!self.synthetic)
+            .then(|| self.inner.stored_with_holes())
+            .flatten()
     }
 }
 
@@ -696,6 +708,12 @@ impl<S: EntrySource> EntrySource for UpperToOverlayfs<S> {
             return Ok(Box::new(std::io::empty()));
         }
         self.inner.read_content()
+    }
+
+    fn stored_with_holes(&self) -> Option<bool> {
+        self.current_real
+            .then(|| self.inner.stored_with_holes())
+            .flatten()
     }
 }
 

@@ -122,6 +122,10 @@ impl<S: EntrySource> EntrySource for SealFilter<S> {
     fn read_content(&mut self) -> Result<Box<dyn Read + '_>> {
         self.inner.read_content()
     }
+
+    fn stored_with_holes(&self) -> Option<bool> {
+        self.inner.stored_with_holes()
+    }
 }
 
 /// What `write_squashfs` wrote: length, entries, dropped markers, the conversion's report.
@@ -173,8 +177,9 @@ fn write_squashfs(
     let mut copy = |source: &mut dyn EntrySource| -> Result<()> {
         while let Some(entry) = source.next_entry()? {
             if let EntryKind::File { size } = entry.kind {
+                let holes = source.stored_with_holes();
                 let mut content = source.read_content()?;
-                writer.add_entry(&entry, Some(&mut content))?;
+                writer.add_file(&entry, &mut content, holes)?;
                 progress.advance(size);
             } else {
                 writer.add_entry(&entry, None)?;

@@ -473,3 +473,45 @@ fn meta_bg_layouts_read_like_the_plain_one() {
         assert_eq!(fs.inode_table_block(g), Some(*want), "group {g}");
     }
 }
+
+/// Whether a file is stored with holes (what decides a squashfs inode's sparse bytes when
+/// the overlay is sealed) follows the blocks allocated to it, as debugfs counts them.
+#[test]
+fn stored_with_holes_follows_the_allocated_block_count() {
+    require_tool!("mke2fs");
+    require_tool!("debugfs");
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    make_tree(&tree);
+    let image = dir.path().join("ext3.img");
+    mkfs("ext3", &tree, &image, 16);
+    let file = std::fs::File::open(&image).unwrap();
+    let fs = ExtFs::open(&file, 0, std::fs::metadata(&image).unwrap().len()).unwrap();
+    let mut walk = fs.walk_dir(b"").unwrap();
+    let mut seen = BTreeMap::new();
+    while let Some(e) = walk.next_entry().unwrap() {
+        if let EntryKind::File { size } = e.kind {
+            let path = String::from_utf8(e.path.clone()).unwrap();
+            let stat = String::from_utf8(run_ok(
+                Command::new("debugfs")
+                    .args(["-R", &format!("stat /{path}")])
+                    .arg(&image),
+            ))
+            .unwrap();
+            let sectors: u64 = stat
+                .split("Blockcount:")
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no Blockcount for {path}: {stat}"));
+            assert_eq!(
+                walk.stored_with_holes(),
+                Some(sectors * 512 < size),
+                "{path}: {sectors} sectors for {size} bytes"
+            );
+            seen.insert(path, sectors * 512 < size);
+        }
+    }
+    assert_eq!(seen.get("sparse.bin"), Some(&true), "{seen:?}");
+    assert_eq!(seen.get("dir/big.bin"), Some(&false), "{seen:?}");
+}

@@ -40,6 +40,26 @@ fn make_tree(root: &Path) {
     // The same content twice: stored once.
     std::fs::write(root.join("dup-of-one-block"), &block).unwrap();
     std::fs::write(root.join("dup-small"), b"hello\n").unwrap();
+    // Zero blocks: a file written densely (its zero blocks are sparse blocks in the image,
+    // but mksquashfs records no sparse bytes, so stat and unsquashfs see a dense file), a
+    // file with a hole (sparse bytes recorded), and the same content written densely (a
+    // duplicate whose sparseness is its own).
+    let mut dense = block.clone();
+    dense.extend(std::iter::repeat_n(0u8, 3 * 131072));
+    dense.extend_from_slice(&block[..1000]);
+    std::fs::write(root.join("zeros-dense"), &dense).unwrap();
+    let holey = std::fs::File::create(root.join("zeros-holey")).unwrap();
+    use std::os::unix::fs::FileExt;
+    holey.write_all_at(&block, 0).unwrap();
+    holey.write_all_at(&block[..1000], 4 * 131072).unwrap();
+    drop(holey);
+    assert!(
+        std::os::unix::fs::MetadataExt::blocks(
+            &std::fs::metadata(root.join("zeros-holey")).unwrap()
+        ) * 512
+            < dense.len() as u64,
+        "the scratch filesystem keeps holes"
+    );
 }
 
 fn write_image(tree: &Path, out: &Path, compression: Compression) -> u64 {

@@ -120,4 +120,11 @@ impl EntrySource for ExtWalk<'_, '_> {
             move |pos, buf: &mut [u8]| fs.read_data(&inode, pos, buf),
         )))
     }
+
+    /// As `stat` reports it through a mount (fuse2fs, the kernel): fewer 512-byte sectors
+    /// allocated (indirect and xattr blocks included) than the size needs.
+    fn stored_with_holes(&self) -> Option<bool> {
+        let inode = self.current.as_ref()?;
+        Some(inode.sectors.saturating_mul(512) < inode.size)
+    }
 }

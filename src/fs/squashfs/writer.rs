@@ -453,7 +453,7 @@ pub struct SquashfsWriter<'f> {
     /// The digests of the blocks written so far of the file being written (by index;
     /// `None` for sparse blocks), for duplicate detection at its end marker.
     block_digests: Vec<Option<ContentHash>>,
-    /// The buffer blocks are read into (see `add_file`).
+    /// The buffer blocks are read into (see `store_file`).
     read_buf: Vec<u8>,
     /// Issues every write, when set (see [`with_write_hook`](Self::with_write_hook)).
     write_hook: Option<WriteHook>,
@@ -647,13 +647,17 @@ impl<'f> SquashfsWriter<'f> {
     /// compression threads never run dry between files; the block sizes and the start
     /// are filled in as the blocks are written (see `drain_until`), and a duplicate is
     /// found when its last block is (see `file_end`).
-    fn add_file(
+    fn store_file(
         &mut self,
         node: usize,
         size: u64,
         content: &mut dyn Read,
         path: &str,
+        holes: Option<bool>,
     ) -> Result<()> {
+        // Zero blocks are always stored as sparse blocks (no data); they count as the
+        // file's sparse bytes only when its source stores it with holes, or cannot tell.
+        let count_sparse = holes != Some(false);
         let bs = self.options.block_size as u64;
         let read_err =
             |e: std::io::Error| Error::io(format!("squashfs: reading the content of {path}"), e);
@@ -703,7 +707,7 @@ impl<'f> SquashfsWriter<'f> {
             if let Kind::File(f) = &mut self.nodes[node].kind {
                 // Sparse blocks keep 0; others get theirs when written.
                 f.block_sizes.push(0);
-                if sparse {
+                if sparse && count_sparse {
                     f.sparse += n as u64;
                 }
             }
@@ -762,6 +766,8 @@ impl<'f> SquashfsWriter<'f> {
             }) = self.nodes[n].kind
                 && let Kind::File(data) = &self.nodes[original].kind
             {
+                // The original's sparse bytes too, whether or not the copy's source has
+                // holes: mksquashfs gives a duplicate the original's file record.
                 let data = FileData {
                     dup_of: None,
                     ..data.clone()
@@ -1262,8 +1268,14 @@ fn basic_type(kind: &Kind) -> u16 {
         Kind::Link(_) => unreachable!("links resolve to their target"),
     }
 }
-impl EntrySink for SquashfsWriter<'_> {
-    fn add_entry(&mut self, entry: &Entry, content: Option<&mut dyn Read>) -> Result<()> {
+impl SquashfsWriter<'_> {
+    /// Add one entry; `holes` as [`EntrySink::add_file`] takes it.
+    fn add(
+        &mut self,
+        entry: &Entry,
+        content: Option<&mut dyn Read>,
+        holes: Option<bool>,
+    ) -> Result<()> {
         // Between entries, a stop asked by a signal is honoured.
         crate::interrupt::check()?;
         let path = entry.display_path();
@@ -1283,7 +1295,7 @@ impl EntrySink for SquashfsWriter<'_> {
                 let content = content.ok_or_else(|| {
                     Error::malformed(format!("squashfs: {path}: no content given"))
                 })?;
-                return self.add_file(index, *size, content, &path);
+                return self.store_file(index, *size, content, &path, holes);
             }
             EntryKind::Symlink { target } => Kind::Symlink(target.clone()),
             EntryKind::CharDevice { major, minor } => Kind::CharDev(encode_dev(*major, *minor)),
@@ -1311,6 +1323,21 @@ impl EntrySink for SquashfsWriter<'_> {
         };
         self.insert(entry, kind)?;
         Ok(())
+    }
+}
+
+impl EntrySink for SquashfsWriter<'_> {
+    fn add_entry(&mut self, entry: &Entry, content: Option<&mut dyn Read>) -> Result<()> {
+        self.add(entry, content, None)
+    }
+
+    fn add_file(
+        &mut self,
+        entry: &Entry,
+        content: &mut dyn Read,
+        holes: Option<bool>,
+    ) -> Result<()> {
+        self.add(entry, Some(content), holes)
     }
 }
 
