@@ -722,3 +722,72 @@ fn xattrs_devices_symlinks_and_links_survive_import_as_umoci_unpacks_them() {
     assert!(got["/usr/bin/tool-alias"].starts_with("hardlink "));
     assert!(got["/dev/null"].starts_with("char 1,3"));
 }
+
+/// A tar layer may list a hard link's directory before its target's, and the target after
+/// other files: each name must still reach the file (a link once pointed at its own
+/// directory, a loop that rdsquashfs and sifovl's reader refuse and unsquashfs extracts as
+/// a directory).
+#[test]
+fn hard_links_to_files_listed_later_in_the_tar_reach_their_file() {
+    let fixtures = require_fixtures!();
+    require_tool!("unsquashfs");
+    require_tool!("rdsquashfs");
+    let work = tempfile::tempdir().unwrap();
+    let dir = layout_copy(
+        &fixtures,
+        "whiteout-explicit-file",
+        &work.path().join("links"),
+    );
+    let mut builder = tar::Builder::new(Vec::new());
+    let header = |path: &str, kind: tar::EntryType, size: u64, link: Option<&str>| {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        h.set_mtime(1_700_000_000);
+        if let Some(target) = link {
+            h.set_link_name(target).unwrap();
+        }
+        h.set_path(path).unwrap();
+        h.set_cksum();
+        h
+    };
+    for (path, kind, content, link) in [
+        ("b/", tar::EntryType::Directory, &b""[..], None),
+        ("b/f1", tar::EntryType::Regular, &b"one"[..], None),
+        ("b/f0", tar::EntryType::Regular, &b"zero"[..], None),
+        ("a/", tar::EntryType::Directory, &b""[..], None),
+        ("a/f0", tar::EntryType::Link, &b""[..], Some("b/f0")),
+        ("c/", tar::EntryType::Directory, &b""[..], None),
+        ("c/f0", tar::EntryType::Link, &b""[..], Some("b/f0")),
+    ] {
+        let h = header(path, kind, content.len() as u64, link);
+        builder.append(&h, content).unwrap();
+    }
+    let layer = gzip(&builder.into_inner().unwrap());
+    with_layer(&dir, &layer, None);
+    for args in [&[][..], &["--keep-layers"][..]] {
+        let out = work.path().join(format!("out{}.sif", args.len()));
+        import(args, dir.to_str().unwrap(), &out);
+        let dest = work.path().join(format!("tree{}", args.len()));
+        let got = squashfs_layer_tree(&out, 0, &dest);
+        for name in ["/a/f0", "/b/f0", "/c/f0"] {
+            assert_eq!(
+                std::fs::read(dest.join(&name[1..])).unwrap(),
+                b"zero",
+                "{args:?} {name}: {got:?}"
+            );
+        }
+        assert!(got["/c/f0"].starts_with("hardlink "), "{args:?}: {got:?}");
+        run_ok(
+            Command::new("rdsquashfs")
+                .args(["-l", "/"])
+                .arg(dest.with_extension("sqfs")),
+        );
+        run_ok(sifovl().args(["ls", "--layer", "0"]).arg(&out));
+    }
+}

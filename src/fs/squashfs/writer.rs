@@ -826,7 +826,8 @@ impl<'f> SquashfsWriter<'f> {
         self.flush_fragment()?;
         self.drain_all()?;
         self.resolve_dups();
-        let order = self.post_order();
+        let post_order = self.post_order();
+        let order = self.inode_order(&post_order);
         let inode_count = self.number_inodes(&order);
         self.count_links();
         let tables = self.encode_inodes(&order, inode_count)?;
@@ -869,6 +870,28 @@ impl<'f> SquashfsWriter<'f> {
         };
         self.write_superblock(&sb)?;
         self.pad(bytes_used)
+    }
+
+    /// The order inodes are numbered and written in: `post_order` with every hard-link
+    /// group's inode moved to its first name in that order (where mksquashfs, which scans
+    /// in that order, meets it) and the other names left out. A directory's listing is
+    /// encoded when its inode is, and must then know where each child's inode lies: a
+    /// name linking to a file that sorts later (a tar layer gives entries in any order)
+    /// would otherwise point at an inode not yet written.
+    fn inode_order(&self, post_order: &[usize]) -> Vec<usize> {
+        let mut placed = vec![false; self.nodes.len()];
+        let mut out = Vec::with_capacity(post_order.len());
+        for &n in post_order {
+            let inode = match self.nodes[n].kind {
+                Kind::Link(target) => target,
+                _ => n,
+            };
+            if !placed[inode] {
+                placed[inode] = true;
+                out.push(inode);
+            }
+        }
+        out
     }
 
     /// Number inodes in post-order (children first, root last), as mksquashfs does;
@@ -1579,6 +1602,64 @@ mod tests {
         assert!(
             err.to_string().contains("reading the content of /f"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn hard_links_given_in_any_order_name_their_file() {
+        // A tar layer lists directories and files in any order: here the link's directory
+        // sorts before the target's, and the target is not the first file of its directory.
+        use crate::fs::entry::EntrySource;
+        let file = tempfile::tempfile().unwrap();
+        let mut w = SquashfsWriter::new(&file, 0, WriterOptions::default()).unwrap();
+        let dir = |path: &str| Entry {
+            path: path.as_bytes().to_vec(),
+            kind: EntryKind::Directory,
+            metadata: Metadata::default(),
+        };
+        let link = |path: &str, target: &str| Entry {
+            path: path.as_bytes().to_vec(),
+            kind: EntryKind::HardLink {
+                target: target.as_bytes().to_vec(),
+            },
+            metadata: Metadata::default(),
+        };
+        w.add_entry(&dir("b"), None).unwrap();
+        for (name, data) in [("b/f1", &b"one"[..]), ("b/f0", &b"zero"[..])] {
+            w.add_entry(&file_entry(name, data.len() as u64), Some(&mut &data[..]))
+                .unwrap();
+        }
+        w.add_entry(&dir("a"), None).unwrap();
+        w.add_entry(&link("a/f0", "b/f0"), None).unwrap();
+        w.add_entry(&dir("c"), None).unwrap();
+        w.add_entry(&link("c/f0", "b/f0"), None).unwrap();
+        let len = w.finish().unwrap();
+        let reader = super::super::SquashfsReader::open(&file, 0, len).unwrap();
+        let mut walk = reader.walk().unwrap();
+        let mut got = Vec::new();
+        while let Some(entry) = walk.next_entry().unwrap() {
+            let content = match &entry.kind {
+                EntryKind::File { .. } => {
+                    let mut data = Vec::new();
+                    walk.read_content().unwrap().read_to_end(&mut data).unwrap();
+                    String::from_utf8(data).unwrap()
+                }
+                other => format!("{other:?}"),
+            };
+            got.push(format!("{} {content}", entry.display_path()));
+        }
+        assert_eq!(
+            got,
+            [
+                "/ Directory",
+                "/a Directory",
+                "/a/f0 zero",
+                "/b Directory",
+                "/b/f0 HardLink { target: [97, 47, 102, 48] }",
+                "/b/f1 one",
+                "/c Directory",
+                "/c/f0 HardLink { target: [97, 47, 102, 48] }",
+            ]
         );
     }
 }
