@@ -1662,4 +1662,39 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn a_long_all_zero_file_in_a_tiny_image_reads_back() {
+        // 16 MiB of zeros in 4 KiB blocks: a 16 KiB block list of zeros that compresses to
+        // a few dozen bytes, in an image of about a kilobyte. The reader once took such a
+        // list for a lie ("4096 blocks is absurd") and refused what we wrote.
+        use crate::fs::entry::EntrySource;
+        let file = tempfile::tempfile().unwrap();
+        let options = WriterOptions {
+            block_size: 4096,
+            mkfs_time: Some(0),
+            ..WriterOptions::default()
+        };
+        let mut w = SquashfsWriter::new(&file, 0, options).unwrap();
+        let size = 16u64 << 20;
+        w.add_entry(
+            &file_entry("zeros", size),
+            Some(&mut std::io::Read::take(std::io::repeat(0), size)),
+        )
+        .unwrap();
+        let len = w.finish().unwrap();
+        assert!(len <= 8192, "image of {len} bytes");
+        let reader = super::super::SquashfsReader::open(&file, 0, len).unwrap();
+        let mut walk = reader.walk().unwrap();
+        walk.next_entry().unwrap().unwrap();
+        let entry = walk.next_entry().unwrap().unwrap();
+        assert_eq!(entry.kind, EntryKind::File { size });
+        let mut content = Vec::new();
+        walk.read_content()
+            .unwrap()
+            .read_to_end(&mut content)
+            .unwrap();
+        assert_eq!(content.len() as u64, size);
+        assert!(content.iter().all(|&b| b == 0));
+    }
 }
