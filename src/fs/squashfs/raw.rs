@@ -1012,6 +1012,48 @@ mod tests {
         assert!(Inode::decode(&mut Slice(&out), &sb()).is_err());
         out[0] = 99;
         assert!(Inode::decode(&mut Slice(&out), &sb()).is_err());
+
+        // A file whose block list could not fit in the image's metadata (each metadata
+        // block holds at most 8 KiB and takes at least 3 bytes), and one whose list could
+        // but is not there: both refused, neither by allocating the declared list.
+        let file = |file_size: u64| {
+            let mut out = Vec::new();
+            Inode {
+                extended: true,
+                permissions: 0o644,
+                uid_index: 0,
+                gid_index: 0,
+                mtime: 0,
+                number: 1,
+                nlink: 1,
+                xattr: NO_XATTR,
+                body: InodeBody::File(FileInode {
+                    blocks_start: 96,
+                    file_size,
+                    sparse: file_size - 1,
+                    fragment: NO_FRAGMENT,
+                    fragment_offset: 0,
+                    block_sizes: vec![0; 2],
+                }),
+            }
+            .encode(&mut out);
+            out
+        };
+        let small = Superblock {
+            bytes_used: 3000,
+            ..sb()
+        };
+        let max_blocks = (3000 / 3 + 1) * 2048u64;
+        let err = Inode::decode(&mut Slice(&file((max_blocks + 1) << 17)), &small).unwrap_err();
+        assert!(err.to_string().contains("is absurd"), "{err}");
+        let err = Inode::decode(&mut Slice(&file(max_blocks << 17)), &small).unwrap_err();
+        assert!(err.to_string().contains("table ends"), "{err}");
+        // A list of that length that is there (a long hole) is read.
+        let mut long = file(3 << 17);
+        long.truncate(long.len() - 8);
+        long.extend_from_slice(&[0; 12]);
+        let inode = Inode::decode(&mut Slice(&long), &small).unwrap();
+        assert!(matches!(inode.body, InodeBody::File(f) if f.block_sizes == [0, 0, 0]));
     }
 
     #[test]

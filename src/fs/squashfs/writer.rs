@@ -894,15 +894,13 @@ impl<'f> SquashfsWriter<'f> {
         out
     }
 
-    /// Number inodes in post-order (children first, root last), as mksquashfs does;
-    /// returns the inode count.
+    /// Number the inodes of `order` (see `inode_order`: post-order, children first, root
+    /// last, as mksquashfs does; no hard-link names) from 1; returns the inode count.
     fn number_inodes(&mut self, order: &[usize]) -> u32 {
         let mut number = 0u32;
         for &n in order {
-            if !matches!(self.nodes[n].kind, Kind::Link(_)) {
-                number += 1;
-                self.nodes[n].inode_number = number;
-            }
+            number += 1;
+            self.nodes[n].inode_number = number;
         }
         number
     }
@@ -923,7 +921,8 @@ impl<'f> SquashfsWriter<'f> {
         }
     }
 
-    /// Encode every inode in `order` into the inode table, each directory's listing into
+    /// Encode every inode in `order` (see `inode_order`; a hard-link name there is an
+    /// internal error, from `inode_body`) into the inode table, each directory's listing into
     /// the directory table first; records each node's inode reference.
     fn encode_inodes(&mut self, order: &[usize], inode_count: u32) -> Result<MetadataTables> {
         let mut ids = IdTable::default();
@@ -940,9 +939,6 @@ impl<'f> SquashfsWriter<'f> {
         }
         let mut bytes = Vec::new();
         for &n in order {
-            if matches!(self.nodes[n].kind, Kind::Link(_)) {
-                continue;
-            }
             let node = &self.nodes[n];
             let xattr = xattrs.index(&node.meta);
             let uid_index = ids.index(node.meta.uid)?;
